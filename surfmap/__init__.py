@@ -1,0 +1,56 @@
+"""surfmap: flatten cortical surfaces onto the unit square and turn vertex metrics into images.
+
+Conformal map by discrete Ricci flow, area-preserving map by semi-discrete optimal transport,
+barycentric rasterization to 224 x 224 images (seed 001, Cerebral Cortex 2022).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module; imported on first use so that ``import surfmap`` stays fast
+_API = {
+    "SurfmapError": "exceptions",
+    "FormatError": "exceptions",
+    "MeshError": "exceptions",
+    "MetricError": "exceptions",
+    "MaskError": "exceptions",
+    "TemplateError": "exceptions",
+    "ConvergenceError": "exceptions",
+    "InputFileNotFoundError": "exceptions",
+    "Mesh": "mesh",
+    "CutMesh": "mesh",
+    "cut": "mesh",
+    "read_surface": "io",
+    "read_metric": "io",
+    "read_mask": "io",
+    "write_surface": "io",
+    "write_metric": "io",
+    "load_template": "templates",
+    "Hemisphere": "templates",
+    "FlatMap": "flatmap",
+    "flatten": "transport",
+    "conformal_map": "conformal",
+    "area_preserving_map": "transport",
+    "distortion": "distortion",
+    "Distortion": "distortion",
+    "Rasterizer": "raster",
+    "rasterize": "raster",
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'surfmap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

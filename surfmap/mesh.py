@@ -1,0 +1,585 @@
+"""Triangle meshes: geometry, topology, and the cut of a cortical hemisphere to a disk.
+
+Vertices are never reordered. Every function takes plain arrays (``V`` ``(n, 3)`` float64,
+``F`` ``(m, 3)`` int64) or a :class:`Mesh`, and returns plain arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components as _cc
+
+from .exceptions import MaskError, MeshError
+
+__all__ = [
+    "Mesh",
+    "CutMesh",
+    "face_areas",
+    "face_normals",
+    "vertex_areas",
+    "corner_angles",
+    "cotangent_laplacian",
+    "edges",
+    "boundary_loops",
+    "boundary_loop",
+    "euler_characteristic",
+    "connected_components",
+    "non_manifold_edges",
+    "cut",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _as_arrays(V, F, name="mesh"):
+    """Convert and validate ``V``, ``F`` once at the public boundary."""
+    try:
+        V = np.ascontiguousarray(V, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise MeshError(f"{name}: vertices must be numeric; could not convert ({err})") from None
+    F_in = np.asarray(F)
+    if V.ndim != 2 or V.shape[1] not in (2, 3):
+        raise MeshError(f"{name}: vertices must have shape (n, 3); found {V.shape}")
+    if V.shape[1] == 2:
+        V = np.ascontiguousarray(np.column_stack([V, np.zeros(len(V))]))
+    if F_in.ndim != 2 or F_in.shape[1] != 3:
+        found = F_in.shape if F_in.ndim == 2 else f"array of {F_in.ndim} dimensions"
+        raise MeshError(
+            f"{name}: faces must be triangles, shape (m, 3); found {found}. "
+            "Triangulate the mesh first (e.g. split each quad into two triangles)."
+        )
+    if F_in.size and not np.issubdtype(F_in.dtype, np.integer):
+        if not np.all(np.equal(np.mod(F_in, 1), 0)):
+            raise MeshError(f"{name}: face indices must be integers; found dtype {F_in.dtype}")
+    F = np.ascontiguousarray(F_in, dtype=np.int64)
+    if len(V) == 0 or len(F) == 0:
+        raise MeshError(f"{name}: expected at least one vertex and one face; found {len(V)} and {len(F)}")
+    bad = ~np.isfinite(V).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise MeshError(
+            f"{name}: {int(bad.sum())} vertices have NaN or infinite coordinates "
+            f"(first: vertex {first}); fix or remove them before use"
+        )
+    lo, hi = int(F.min()), int(F.max())
+    if lo < 0 or hi >= len(V):
+        raise MeshError(
+            f"{name}: faces index vertices that do not exist: indices must lie in [0, {len(V) - 1}], "
+            f"found min {lo} and max {hi}"
+        )
+    degenerate = (F[:, 0] == F[:, 1]) | (F[:, 1] == F[:, 2]) | (F[:, 0] == F[:, 2])
+    if degenerate.any():
+        first = int(np.flatnonzero(degenerate)[0])
+        raise MeshError(
+            f"{name}: {int(degenerate.sum())} faces repeat a vertex (first: face {first} = {F[first].tolist()}); "
+            "remove these collapsed faces"
+        )
+    return V, F
+
+
+@dataclass(frozen=True, eq=False)
+class Mesh:
+    """A triangle mesh with float64 ``(n, 3)`` vertices and int64 ``(m, 3)`` faces.
+
+    Parameters
+    ----------
+    vertices : (n, 3) float64
+        Coordinates. ``(n, 2)`` input is padded with z = 0.
+    faces : (m, 3) int64
+        Vertex indices of each triangle, consistently oriented.
+    name : str
+        Where the mesh came from (a file name); used in error messages.
+
+    Raises
+    ------
+    MeshError
+        Wrong shapes, non-triangular faces, NaN/inf coordinates, indices out of range.
+
+    Examples
+    --------
+    >>> m = Mesh([[0, 0, 0], [1, 0, 0], [0, 1, 0]], [[0, 1, 2]])
+    >>> float(m.face_areas[0])
+    0.5
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    name: str = field(default="mesh", compare=False)
+
+    def __post_init__(self):
+        V, F = _as_arrays(self.vertices, self.faces, self.name)
+        V.flags.writeable = False
+        F.flags.writeable = False
+        object.__setattr__(self, "vertices", V)
+        object.__setattr__(self, "faces", F)
+
+    @property
+    def n_vertices(self) -> int:
+        return len(self.vertices)
+
+    @property
+    def n_faces(self) -> int:
+        return len(self.faces)
+
+    @cached_property
+    def face_areas(self) -> np.ndarray:
+        return face_areas(self.vertices, self.faces)
+
+    @cached_property
+    def vertex_areas(self) -> np.ndarray:
+        return vertex_areas(self.vertices, self.faces)
+
+    @cached_property
+    def edges(self) -> np.ndarray:
+        return edges(self.faces)
+
+    @cached_property
+    def boundary_loops(self) -> list[np.ndarray]:
+        return boundary_loops(self.faces)
+
+    @property
+    def euler_characteristic(self) -> int:
+        return euler_characteristic(self.faces)
+
+    def __repr__(self) -> str:
+        return f"Mesh({self.n_vertices} vertices, {self.n_faces} faces, name={self.name!r})"
+
+
+@dataclass(frozen=True, eq=False)
+class CutMesh:
+    """The disk left after cutting a mesh to a vertex mask.
+
+    Attributes
+    ----------
+    mesh : Mesh
+        The disk, with vertices in the original order (a subsequence).
+    vertex_map : (k,) int64
+        ``mesh.vertices[i] == original.vertices[vertex_map[i]]``; strictly increasing.
+    repairs : tuple of str
+        Human-readable record of each repair applied to the mask.
+    """
+
+    mesh: Mesh
+    vertex_map: np.ndarray
+    repairs: tuple = ()
+
+    def kept_mask(self, n_vertices: int) -> np.ndarray:
+        """(n_vertices,) bool mask of the original vertices in the disk."""
+        out = np.zeros(n_vertices, dtype=bool)
+        out[self.vertex_map] = True
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# geometry
+
+
+def face_areas(V, F) -> np.ndarray:
+    """Unsigned area of each face, (m,) float64 (Kahan-stable from edge lengths)."""
+    V = np.asarray(V, dtype=np.float64)
+    F = np.asarray(F, dtype=np.int64)
+    if V.shape[1] == 2:
+        e1 = V[F[:, 1]] - V[F[:, 0]]
+        e2 = V[F[:, 2]] - V[F[:, 0]]
+        return 0.5 * np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+    l = edge_lengths(V, F)
+    return _heron(l)
+
+
+def _heron(l: np.ndarray) -> np.ndarray:
+    """Kahan's numerically stable Heron formula; ``l`` (m, 3) edge lengths."""
+    s = -np.sort(-l, axis=1)  # descending a >= b >= c
+    a, b, c = s[:, 0], s[:, 1], s[:, 2]
+    prod = (a + (b + c)) * (c - (a - b)) * (c + (a - b)) * (a + (b - c))
+    return 0.25 * np.sqrt(np.maximum(prod, 0.0))
+
+
+def edge_lengths(V, F) -> np.ndarray:
+    """(m, 3) lengths; column k is the edge opposite corner k."""
+    V = np.asarray(V, dtype=np.float64)
+    F = np.asarray(F, dtype=np.int64)
+    a, b, c = V[F[:, 0]], V[F[:, 1]], V[F[:, 2]]
+    return np.column_stack(
+        [np.linalg.norm(c - b, axis=1), np.linalg.norm(a - c, axis=1), np.linalg.norm(b - a, axis=1)]
+    )
+
+
+def face_normals(V, F) -> np.ndarray:
+    """Unit normals (m, 3) float64 following the face orientation (zero for degenerate faces)."""
+    V = np.asarray(V, dtype=np.float64)
+    F = np.asarray(F, dtype=np.int64)
+    n = np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]])
+    norm = np.linalg.norm(n, axis=1, keepdims=True)
+    return np.divide(n, norm, out=np.zeros_like(n), where=norm > 0)
+
+
+def vertex_areas(V, F) -> np.ndarray:
+    """Barycentric vertex areas (n,) float64: a third of the incident face areas."""
+    A = face_areas(V, F)
+    return np.bincount(np.asarray(F).ravel(), weights=np.repeat(A / 3.0, 3), minlength=len(V))
+
+
+def angles_from_lengths(l: np.ndarray) -> np.ndarray:
+    """Corner angles (m, 3) from edge lengths (m, 3), column k opposite corner k.
+
+    Uses ``atan2(4A, b^2 + c^2 - a^2)`` with Kahan's area, which stays accurate for needles.
+    """
+    A4 = 4.0 * _heron(l)
+    l2 = l * l
+    out = np.empty_like(l)
+    for k in range(3):
+        i, j = (k + 1) % 3, (k + 2) % 3
+        out[:, k] = np.arctan2(A4, l2[:, i] + l2[:, j] - l2[:, k])
+    return out
+
+
+def corner_angles(V, F) -> np.ndarray:
+    """Interior angle at each corner of each face, (m, 3) float64 in radians."""
+    return angles_from_lengths(edge_lengths(V, F))
+
+
+def cotangent_laplacian(V, F) -> sp.csr_matrix:
+    """Cotangent Laplacian ``L`` (n, n), positive semi-definite, ``L_ij = -1/2 (cot a + cot b)``.
+
+    The kernel is the constants; rows sum to zero.
+    """
+    V = np.asarray(V, dtype=np.float64)
+    F = np.asarray(F, dtype=np.int64)
+    l = edge_lengths(V, F)
+    A4 = 4.0 * _heron(l)
+    l2 = l * l
+    rows, cols, vals = [], [], []
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for k in range(3):
+            i, j = (k + 1) % 3, (k + 2) % 3
+            cot = (l2[:, i] + l2[:, j] - l2[:, k]) / A4
+            w = 0.5 * np.where(A4 > 0, cot, 0.0)
+            rows.append(F[:, i]), cols.append(F[:, j]), vals.append(-w)
+    r = np.concatenate(rows)
+    c = np.concatenate(cols)
+    v = np.concatenate(vals)
+    n = len(V)
+    W = sp.coo_matrix((v, (r, c)), shape=(n, n)).tocsr()
+    W = W + W.T
+    return (W - sp.diags(np.asarray(W.sum(axis=1)).ravel())).tocsr()
+
+
+# ---------------------------------------------------------------------------------------------
+# topology
+
+
+def _half_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    F = np.asarray(F, dtype=np.int64)
+    return F.ravel(), F[:, [1, 2, 0]].ravel()
+
+
+def edges(F) -> np.ndarray:
+    """Unique undirected edges (e, 2) int64, each row sorted, rows in lexicographic order."""
+    a, b = _half_edges(F)
+    e = np.column_stack([np.minimum(a, b), np.maximum(a, b)])
+    return np.unique(e, axis=0)
+
+
+def _edge_face_counts(F: np.ndarray, n: int):
+    a, b = _half_edges(F)
+    key = np.minimum(a, b) * n + np.maximum(a, b)
+    uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
+    return uniq, inv, counts
+
+
+def non_manifold_edges(F, n_vertices: int | None = None) -> np.ndarray:
+    """Edges (k, 2) shared by more than two faces."""
+    F = np.asarray(F, dtype=np.int64)
+    n = int(F.max()) + 1 if n_vertices is None else n_vertices
+    uniq, _, counts = _edge_face_counts(F, n)
+    bad = uniq[counts > 2]
+    return np.column_stack([bad // n, bad % n])
+
+
+def euler_characteristic(F) -> int:
+    """V - E + F counted on the vertices the faces use."""
+    F = np.asarray(F, dtype=np.int64)
+    return int(len(np.unique(F)) - len(edges(F)) + len(F))
+
+
+def _boundary_half_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Half-edges (a -> b) whose twin (b -> a) is absent."""
+    a, b = _half_edges(F)
+    n = int(F.max()) + 1
+    fwd = a * n + b
+    rev = b * n + a
+    is_bnd = ~np.isin(fwd, rev)
+    return a[is_bnd], b[is_bnd]
+
+
+def boundary_loops(F) -> list[np.ndarray]:
+    """Boundary loops as ordered vertex arrays, longest first.
+
+    Each loop follows the face orientation (interior on the left), so for a disk laid out with
+    positively oriented faces the loop runs counter-clockwise. Loops through a non-manifold
+    vertex (two boundary arcs meeting) are split at that vertex in the order found.
+    """
+    F = np.asarray(F, dtype=np.int64)
+    a, b = _boundary_half_edges(F)
+    if len(a) == 0:
+        return []
+    order = np.argsort(a, kind="stable")
+    a, b = a[order], b[order]
+    starts = np.searchsorted(a, np.arange(int(F.max()) + 2))
+    used = np.zeros(len(a), dtype=bool)
+    loops = []
+    for e0 in range(len(a)):
+        if used[e0]:
+            continue
+        loop = []
+        e = e0
+        while not used[e]:
+            used[e] = True
+            loop.append(a[e])
+            v = b[e]
+            cand = np.arange(starts[v], starts[v + 1])
+            cand = cand[~used[cand]]
+            if len(cand) == 0:
+                break
+            e = cand[0]
+        loops.append(np.asarray(loop, dtype=np.int64))
+    loops.sort(key=len, reverse=True)
+    return loops
+
+
+def boundary_loop(F) -> np.ndarray:
+    """The single boundary loop of a disk, (b,) int64.
+
+    Raises
+    ------
+    MeshError
+        If the mesh has no boundary or more than one boundary loop.
+    """
+    loops = boundary_loops(F)
+    if len(loops) != 1:
+        raise MeshError(
+            f"expected exactly one boundary loop (a topological disk); found {len(loops)}. "
+            "Cut the mesh with surfmap.cut(mesh, keep) first."
+        )
+    return loops[0]
+
+
+def _face_adjacency(F: np.ndarray, n: int) -> sp.csr_matrix:
+    """Faces sharing an edge, as a sparse (m, m) adjacency matrix."""
+    m = len(F)
+    uniq, inv, _ = _edge_face_counts(F, n)
+    face_of = np.repeat(np.arange(m), 3)
+    # pair half-edges that share an undirected edge
+    order = np.argsort(inv, kind="stable")
+    inv_s, f_s = inv[order], face_of[order]
+    same = inv_s[1:] == inv_s[:-1]
+    r, c = f_s[:-1][same], f_s[1:][same]
+    adj = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(m, m))
+    return (adj + adj.T).tocsr()
+
+
+def connected_components(F, n_vertices: int | None = None) -> tuple[int, np.ndarray]:
+    """Edge-connected components of the faces: ``(count, label per face)``."""
+    F = np.asarray(F, dtype=np.int64)
+    n = int(F.max()) + 1 if n_vertices is None else n_vertices
+    if len(F) == 0:
+        return 0, np.zeros(0, dtype=np.int64)
+    k, lab = _cc(_face_adjacency(F, n), directed=False)
+    return int(k), lab.astype(np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# cut to a disk
+
+
+def _largest_component(F, n) -> np.ndarray:
+    k, lab = connected_components(F, n)
+    if k <= 1:
+        return np.ones(len(F), dtype=bool)
+    sizes = np.bincount(lab)
+    return lab == np.argmax(sizes)
+
+
+def _ears(F: np.ndarray, n: int) -> np.ndarray:
+    """Faces to remove: a corner used by no other face (an ear), or two boundary edges at a corner
+    that other faces also use (a dangling face hanging on a single vertex)."""
+    valence = np.bincount(F.ravel(), minlength=n)
+    ear = (valence[F] == 1).any(axis=1)
+    _, inv, counts = _edge_face_counts(F, n)
+    n_bnd = (counts[inv] == 1).reshape(-1, 3).sum(axis=1)
+    return ear | (n_bnd >= 2)
+
+
+def _non_manifold_vertex_faces(F: np.ndarray, n: int) -> np.ndarray:
+    """Faces in the smaller fans of vertices where the boundary touches itself."""
+    a, _ = _boundary_half_edges(F)
+    out_deg = np.bincount(a, minlength=n)
+    pinch = np.flatnonzero(out_deg > 1)
+    drop = np.zeros(len(F), dtype=bool)
+    if len(pinch) == 0:
+        return drop
+    for v in pinch:
+        fv = np.flatnonzero((F == v).any(axis=1))
+        sub = F[fv]
+        # fans = components of the faces around v connected through edges incident to v
+        k, lab = connected_components(sub, n)
+        # components computed on all edges of these faces; edges not at v cannot join two
+        # faces of the same star unless they share an edge, which implies a shared edge at v.
+        if k > 1:
+            sizes = np.bincount(lab)
+            drop[fv[lab != np.argmax(sizes)]] = True
+    return drop
+
+
+def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: float = 1e-12) -> CutMesh:
+    """Restrict a mesh to the vertices in ``keep`` and check the result is a topological disk.
+
+    Real cortex masks are imperfect. Repairs, each recorded in ``CutMesh.repairs``:
+
+    - holes: regions left out of the mask that are enclosed by kept cortex (every removed region
+      but the largest) are put back with their original faces when each holds at most
+      ``max_hole_fraction`` of the faces;
+    - components: only the largest edge-connected piece is kept;
+    - ears (a boundary vertex with a single face), dangling faces (two boundary edges) and
+      pinched vertices (the boundary touching itself) are removed, repeatedly, until none is left;
+    - zero-area faces on the boundary are removed.
+
+    Parameters
+    ----------
+    mesh : Mesh
+        A closed or open triangle mesh.
+    keep : (n_vertices,) bool
+        True for vertices to keep (the cortex). A face is kept when its three vertices are.
+    max_hole_fraction : float
+        Largest hole (as a fraction of the mesh's faces) that is filled.
+    rel_area_eps : float
+        A face is degenerate when its area is below ``rel_area_eps`` times the mean face area.
+
+    Returns
+    -------
+    CutMesh
+        ``mesh`` (vertices in original order) and ``vertex_map`` into the input vertices.
+
+    Raises
+    ------
+    MaskError
+        ``keep`` has the wrong length or selects no vertex or every vertex of a closed mesh.
+    MeshError
+        Non-manifold edges, unrepairable zero-area faces, or a result that is not a disk
+        (the message gives the number of components, boundary loops and the Euler characteristic).
+    """
+    n = mesh.n_vertices
+    keep = np.asarray(keep)
+    if keep.shape != (n,):
+        raise MaskError(
+            f"keep: expected a mask of {n} values (one per vertex of {mesh.name}); found shape {keep.shape}"
+        )
+    if keep.dtype != bool:
+        if not np.isin(keep, (0, 1)).all():
+            raise MaskError("keep: expected a boolean mask (or 0/1 values); found other values")
+        keep = keep.astype(bool)
+    n_keep = int(keep.sum())
+    if n_keep == 0:
+        raise MaskError(f"keep: the mask selects no vertex of {mesh.name}; expected the cortex vertices")
+    F = mesh.faces
+    nm = non_manifold_edges(F, n)
+    if len(nm):
+        raise MeshError(
+            f"{mesh.name}: {len(nm)} non-manifold edges (shared by more than two faces), first {nm[0].tolist()}; "
+            "such a mesh cannot be flattened: repair it (e.g. remove duplicate faces) first"
+        )
+    if n_keep == n and not boundary_loops(F):
+        raise MaskError(
+            f"keep: the mask selects every vertex of the closed mesh {mesh.name}, which leaves no boundary "
+            "to open it along; pass the cortex mask (medial wall False)"
+        )
+
+    repairs: list[str] = []
+    face_keep = keep[F].all(axis=1)
+
+    # 1. fill small holes with their original faces
+    dropped = np.flatnonzero(~face_keep)
+    if len(dropped):
+        k, lab = connected_components(F[dropped], n)
+        if k > 1:
+            sizes = np.bincount(lab, minlength=k)
+            biggest = np.argmax(sizes)
+            small = [c for c in range(k) if c != biggest and sizes[c] <= max_hole_fraction * len(F)]
+            if small:
+                refill = dropped[np.isin(lab, small)]
+                face_keep[refill] = True
+                repairs.append(
+                    f"filled {len(small)} hole(s) in the mask with their {len(refill)} original faces "
+                    f"({len(np.setdiff1d(np.unique(F[refill]), np.flatnonzero(keep)))} vertices added)"
+                )
+
+    Fk = F[face_keep]
+    if len(Fk) == 0:
+        raise MaskError(f"keep: no face of {mesh.name} has all three vertices in the mask; expected a cortex region")
+
+    # 2. degenerate faces
+    A = face_areas(mesh.vertices, Fk)
+    tiny = A <= rel_area_eps * float(np.mean(face_areas(mesh.vertices, F)))
+    if tiny.any():
+        _, inv, counts = _edge_face_counts(Fk, n)
+        on_bnd = (counts[inv] == 1).reshape(-1, 3).any(axis=1)
+        interior_tiny = tiny & ~on_bnd
+        if interior_tiny.any():
+            first = int(np.flatnonzero(face_keep)[np.flatnonzero(interior_tiny)[0]])
+            raise MeshError(
+                f"{mesh.name}: {int(interior_tiny.sum())} zero-area faces inside the region to flatten "
+                f"(first: face {first}); they cannot be removed without making a hole. Remesh or smooth "
+                "the surface (e.g. use the white or midthickness surface) first"
+            )
+        Fk = Fk[~tiny]
+        repairs.append(f"removed {int(tiny.sum())} zero-area face(s) on the boundary")
+
+    # 3. components, ears, dangling faces, pinched vertices: repeat until stable
+    for _ in range(1000):
+        changed = False
+        big = _largest_component(Fk, n)
+        if not big.all():
+            k, _lab = connected_components(Fk, n)
+            repairs.append(f"kept the largest of {k} pieces; dropped {int((~big).sum())} faces in the others")
+            Fk = Fk[big]
+            changed = True
+        ear = _ears(Fk, n)
+        if ear.any() and ear.sum() < len(Fk):
+            repairs.append(f"removed {int(ear.sum())} ear/dangling face(s) on the boundary")
+            Fk = Fk[~ear]
+            changed = True
+        pinch = _non_manifold_vertex_faces(Fk, n)
+        if pinch.any():
+            repairs.append(f"removed {int(pinch.sum())} face(s) at vertices where the boundary touches itself")
+            Fk = Fk[~pinch]
+            changed = True
+        if not changed:
+            break
+
+    vertex_map = np.unique(Fk)
+    n_unref = n_keep - int(np.isin(np.flatnonzero(keep), vertex_map).sum())
+    if n_unref:
+        repairs.append(f"dropped {n_unref} masked vertices left without a face")
+
+    k, _ = connected_components(Fk, n)
+    loops = boundary_loops(Fk)
+    chi = euler_characteristic(Fk)
+    if k != 1 or len(loops) != 1 or chi != 1:
+        shape = "an annulus" if (k == 1 and len(loops) == 2) else f"{k} piece(s)"
+        raise MeshError(
+            f"{mesh.name}: the cut is not a topological disk: found {k} connected component(s), "
+            f"{len(loops)} boundary loop(s), Euler characteristic {chi} (a disk has 1, 1, 1); the mask "
+            f"leaves {shape}. Check that the mask selects one cortex region with no large holes "
+            f"(holes larger than max_hole_fraction={max_hole_fraction} of the faces are not filled)"
+        )
+    remap = np.full(n, -1, dtype=np.int64)
+    remap[vertex_map] = np.arange(len(vertex_map))
+    disk = Mesh(mesh.vertices[vertex_map], remap[Fk], name=f"{mesh.name} (cut)")
+    for r in repairs:
+        log.info("cut %s: %s", mesh.name, r)
+    return CutMesh(disk, vertex_map.astype(np.int64), tuple(repairs))
