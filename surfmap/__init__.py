@@ -31,7 +31,7 @@ _API = {
     "load_template": "templates",
     "Hemisphere": "templates",
     "FlatMap": "flatmap",
-    "flatten": "transport",
+    "flatten": "flatmap",
     "conformal_map": "conformal",
     "area_preserving_map": "transport",
     "distortion": "distortion",
