@@ -1,0 +1,42 @@
+"""Deep learning on brain maps: shared training, cross-validation, metrics and checkpoints.
+
+Sub-packages build on the core modules here:
+
+- :mod:`learn.volumetric`: the 3D Inception-ResNet-V2 path of seed 000 (BrainImageNet).
+- :mod:`learn.surface`: 2D CNNs on flat maps (seed 001).
+
+Core modules (import them directly; ``import learn`` itself does not import torch):
+
+- :mod:`learn.utils`: seeding, device choice, ``torch.distributed`` helpers.
+- :mod:`learn.metrics`: accuracy, sensitivity, specificity, ROC AUC, subsample / bootstrap intervals.
+- :mod:`learn.cv`: grouped splitters (leave-groups-out, stratified group K-fold), validation split, leak check.
+- :mod:`learn.training`: ``train_one_epoch``, ``evaluate``, ``fit``, ``keras_decay_scheduler``.
+- :mod:`learn.checkpoint`: atomic ``save_checkpoint`` / ``load_checkpoint``.
+- :mod:`learn.config`: TOML/JSON configs into dataclasses, unknown keys fail loudly.
+"""
+
+from __future__ import annotations
+
+from surfmap.exceptions import SurfmapError
+
+__all__ = ["LearnError", "ConfigError", "DataError", "SplitError", "MetricUndefinedError"]
+
+
+class LearnError(SurfmapError):
+    """Root of the errors raised by :mod:`learn` (also a :class:`surfmap.exceptions.SurfmapError`)."""
+
+
+class ConfigError(LearnError, ValueError):
+    """A configuration file or option is malformed, unknown or out of range."""
+
+
+class DataError(LearnError, ValueError):
+    """A cohort table or an image does not match what the pipeline expects."""
+
+
+class SplitError(LearnError, ValueError):
+    """A train/test split leaks a subject, site or dataset, or cannot be built."""
+
+
+class MetricUndefinedError(LearnError, ValueError):
+    """A metric is undefined for the given labels or scores (e.g. ROC AUC with one class)."""
