@@ -1,0 +1,219 @@
+"""Results to JSON, a Markdown report and PNG plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+_DROP = ("traceback", "faces_file", "warm_s_raw")
+
+
+def json_default(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, Path):
+        return str(x)
+    return str(x)
+
+
+def strip_row(r: dict) -> dict:
+    return {k: v for k, v in r.items() if k not in _DROP}
+
+
+def _f(x, fmt="{:.3f}") -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "–"
+    return fmt.format(x)
+
+
+def _time(r):
+    if "error" in r or "skipped" in r:
+        return None
+    return r.get("median_s") if r.get("median_s") is not None else r.get("first_s")
+
+
+def _lscm_times(rows) -> dict:
+    return {r["case"]: _time(r) for r in rows if r.get("method") == "igl_lscm" and _time(r)}
+
+
+def _status(r) -> str:
+    if "error" in r:
+        return "error: " + r["error"].splitlines()[0][:80]
+    if "skipped" in r:
+        return "skipped: " + r["skipped"]
+    return ""
+
+
+def comparison_table(rows: list[dict]) -> str:
+    lscm = _lscm_times(rows)
+    head = ("| cortex | method | n | first call (s) | warm median (s) | × LSCM | peak mem (MB) | flipped | "
+            "mean \\|d\\| | p95 \\|d\\| | mean K | p95 K |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in rows:
+        d = r.get("distortion") or {}
+        st = _status(r)
+        t = _time(r)
+        ratio = t / lscm[r["case"]] if t and r.get("case") in lscm else None
+        if st:
+            lines.append(f"| {r.get('case', '')} | {r.get('label', r.get('method'))} | {r.get('n', '')} | {st} "
+                         "| | | | | | | | |")
+            continue
+        lines.append(
+            f"| {r['case']} | {r.get('label', r['method'])} | {r['n']} | {_f(r.get('first_s'))} | "
+            f"{_f(r.get('median_s'))} | {_f(ratio, '{:.2f}')} | {_f(r.get('peak_mem_mb'), '{:.0f}')} | "
+            f"{d.get('flipped', '–')} | {_f(d.get('logarea_abs_mean'))} | {_f(d.get('logarea_abs_p95'))} | "
+            f"{_f(d.get('dilatation_mean'))} | {_f(d.get('dilatation_p95'))} |"
+        )
+    return "\n".join(lines)
+
+
+def scaling_table(scaling: dict) -> str:
+    rows = scaling["rows"]
+    ns = sorted({r["n"] for r in rows})
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    head = "| method | " + " | ".join(f"n = {n:,}" for n in ns) + " | exponent |\n"
+    head += "|---|" + "---:|" * (len(ns) + 1)
+    lines = [head]
+    for m in methods:
+        cells = []
+        for n in ns:
+            r = next((r for r in rows if r["method"] == m and r["n"] == n), None)
+            if r is None:
+                cells.append("–")
+            elif _status(r):
+                cells.append(_status(r))
+            else:
+                cells.append(_f(_time(r)) + (" (first call)" if r.get("median_s") is None else ""))
+        e = scaling["exponents"].get(m)
+        label = next(r.get("label", m) for r in rows if r["method"] == m)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_f(e, '{:.2f}')} |")
+    return "\n".join(lines)
+
+
+def stage_table(scaling: dict) -> str:
+    rows = [r for r in scaling["rows"] if (r.get("info") or {}).get("timings")]
+    if not rows:
+        return "_(no stage timings in fm.info)_"
+    lines = ["| method | n | stage timings (s) |", "|---|---:|---|"]
+    for r in sorted(rows, key=lambda r: (r["method"], r["n"])):
+        t = r["info"]["timings"]
+        cells = ", ".join(f"{k} {v:.3f}" for k, v in t.items() if isinstance(v, (int, float)))
+        lines.append(f"| {r['method']} | {r['n']:,} | {cells} |")
+    se = scaling.get("stage_exponents") or {}
+    if se:
+        lines.append("")
+        lines.append("Fitted exponents per stage: " + ", ".join(f"{k} {v:.2f}" for k, v in se.items()))
+    return "\n".join(lines)
+
+
+def profile_section(rows: list[dict]) -> str:
+    out = []
+    for r in rows:
+        if not r.get("profile"):
+            continue
+        out.append(f"**{r['label']}** on {r['case']} (cProfile, one warm call, top functions by own time):\n")
+        out.append("| function | calls | own (s) | cumulative (s) |\n|---|---:|---:|---:|")
+        for p in r["profile"][:10]:
+            out.append(f"| `{p['function']}` | {p['ncalls']} | {p['tottime']:.3f} | {p['cumtime']:.3f} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def markdown(results: dict) -> str:
+    m = results["machine"]
+    s = [f"# surfmap benchmark results\n",
+         f"Machine: {m['cpu']}, {m['cores']} cores; load average at start {m.get('loadavg_at_start')}; "
+         f"{m['date']}; Python {m['python']}; versions {m['versions']}.  ",
+         f"Settings: {results['settings']}. Total {results.get('total_s', 0):.0f} s.\n",
+         "Times: first call in a fresh process (Numba compilation or cache load included) and the median of "
+         "the warm calls; × LSCM = warm median / libigl LSCM's warm median on the same cortex in the same run. "
+         "Peak memory: growth of the process's peak resident set (`ru_maxrss`) across the calls, native "
+         "allocations included. d = natural log of the face's share of the flat area over its share of the 3D "
+         "area; K = sigma1/sigma2 of the face's Jacobian; flipped faces are left out of both and counted.\n"]
+    if results.get("comparison"):
+        s += ["## Comparison\n", comparison_table(results["comparison"]), ""]
+        s += [profile_section(results["comparison"])]
+    if results.get("scaling"):
+        s += ["## Scaling (left cortex; refined meshes are midpoint subdivisions of fs_LR 32k's)\n",
+              scaling_table(results["scaling"]), "", stage_table(results["scaling"]), ""]
+    if results.get("raster"):
+        s += ["## Rasterization\n", _dict_table(results["raster"]), ""]
+    if results.get("batch"):
+        s += ["## Batch\n", _dict_table(results["batch"]), ""]
+    return "\n".join(s) + "\n"
+
+
+def _dict_table(d: dict) -> str:
+    lines = ["| quantity | value |", "|---|---|"]
+    for k, v in d.items():
+        if isinstance(v, float):
+            v = f"{v:.4g}"
+        lines.append(f"| {k} | {v} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# plots
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_histograms(rows: list[dict], out: Path, case: str) -> list[Path]:
+    """Histograms of |log area ratio| and dilatation per method, one figure per cortex."""
+    plt = _plt()
+    paths = []
+    for c in sorted({r.get("case") for r in rows if r.get("case")}):
+        rs = [r for r in rows if r.get("case") == c and r.get("faces_file")]
+        if not rs:
+            continue
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for r in rs:
+            with np.load(r["faces_file"]) as z:
+                d, K = np.abs(z["d"]), z["K"]
+            lab = r.get("label", r["method"])
+            axes[0].hist(d, bins=np.linspace(0, 3, 121), histtype="step", label=lab, density=True)
+            axes[1].hist(np.clip(K, 1, 4), bins=np.linspace(1, 4, 121), histtype="step", label=lab,
+                         density=True)
+        axes[0].set_xlabel("|log area ratio| per face (natural log, totals normalised)")
+        axes[0].set_ylabel("density")
+        axes[0].set_yscale("log")
+        axes[1].set_xlabel("dilatation sigma1/sigma2 per face (clipped at 4)")
+        axes[1].set_yscale("log")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"distortion per method, {c}")
+        fig.tight_layout()
+        p = out / f"hist_{c}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def plot_scaling(rows: list[dict], out: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for m in dict.fromkeys(r["method"] for r in rows):
+        rs = sorted([r for r in rows if r["method"] == m and _time(r)], key=lambda r: r["n"])
+        if rs:
+            ax.plot([r["n"] for r in rs], [_time(r) for r in rs], "o-", label=rs[0].get("label", m))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("cortex vertices n")
+    ax.set_ylabel("time per call (s, warm median)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("time against mesh size")
+    fig.tight_layout()
+    p = out / "scaling.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    return p
