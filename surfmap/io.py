@@ -459,14 +459,20 @@ def _declared_counts(path: Path, kind: str):
     """Vertex/face counts the file itself declares (and the OBJ 'v' lines), to check trimesh."""
     try:
         if kind == "obj":
-            verts, n_faces = [], 0
+            verts, n_faces, top = [], 0, 0
             with open(path, "rb") as f:
                 for line in f:
                     if line.startswith(b"v "):
                         verts.append([float(x) for x in line.split()[1:4]])
                     elif line.startswith(b"f "):
                         n_faces += 1
+                        top = max(top, max(abs(int(t.split(b"/")[0])) for t in line.split()[1:]))
             V = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+            if top > len(V):
+                raise MeshError(
+                    f"{str(path)!r}: faces index vertices that do not exist: the file has {len(V)} vertices "
+                    f"and a face uses vertex {top} (1-based); the file is corrupt"
+                )
             return len(V), n_faces, V
         if kind == "off":
             with open(path, "rb") as f:
@@ -497,6 +503,8 @@ def _declared_counts(path: Path, kind: str):
                     elif parts[:2] == [b"element", b"face"]:
                         nf = int(parts[2])
             return nv, nf, None
+    except SurfmapError:
+        raise
     except (ValueError, IndexError, OSError) as err:
         raise _corrupt(path, kind.upper(), err) from err
     return None, None, None

@@ -214,6 +214,13 @@ def test_read_surface_faces_index_missing_vertices(tmp_path, f32_mesh):
         read_surface(path)
 
 
+def test_read_surface_obj_faces_index_missing_vertices(tmp_path):
+    path = tmp_path / "bad.obj"
+    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 2 3 4\n")
+    with pytest.raises(MeshError, match=re.escape(str(path)) + ".*vertices that do not exist"):
+        read_surface(path)
+
+
 def test_read_surface_nan_coordinates(tmp_path, f32_mesh):
     V = f32_mesh.vertices.copy()
     V[7] = [np.nan, 0, np.inf]
