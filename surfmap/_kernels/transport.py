@@ -1,0 +1,399 @@
+"""Numba kernels for semi-discrete optimal transport on the unit square (power diagrams).
+
+Convention (power-distance, "w-convention" of ALGORITHMS 2.2): the cell of site ``i`` is
+
+    W_i = {x in [0,1]^2 : |x - p_i|^2 - w_i <= |x - p_j|^2 - w_j  for all j},
+
+i.e. the half-planes ``2 <x, p_j - p_i> <= |p_j|^2 - |p_i|^2 - (w_j - w_i)``. With this convention
+``d|W_i|/dw_j = -|e_ij| / (2 |p_i - p_j|)`` for neighbours ``j != i`` (the factor 1/2 of the
+w-convention), and the diagonal is minus the off-diagonal row sum.
+
+Cells are built by clipping the unit square with the half-planes of the site's neighbours in the
+regular triangulation (any superset of them gives the same cell). Every polygon edge carries a
+label: the neighbour slot that created it (>= 0), or ``-1 - s`` for side ``s`` of the square
+(0 bottom, 1 right, 2 top, 3 left). Arrays only; validation happens in ``surfmap.transport``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_FLAGS = dict(cache=True, nogil=True)  # no fastmath: the clipping relies on exact sign tests
+
+
+@njit(**_FLAGS)
+def neighbour_lists(simplices, n):
+    """CSR adjacency ``(ptr (n+1,), idx)`` of the edges of the triangles ``simplices`` (t, 3).
+
+    Neighbours of each site are sorted and unique; sites in no triangle get an empty list.
+    """
+    t = simplices.shape[0]
+    deg = np.zeros(n + 1, dtype=np.int64)
+    for f in range(t):
+        for k in range(3):
+            deg[simplices[f, k] + 1] += 2
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(n):
+        ptr[i + 1] = ptr[i] + deg[i + 1]
+    raw = np.empty(ptr[n], dtype=np.int64)
+    fill = ptr[:-1].copy()
+    for f in range(t):
+        for k in range(3):
+            a = simplices[f, k]
+            b = simplices[f, (k + 1) % 3]
+            c = simplices[f, (k + 2) % 3]
+            raw[fill[a]] = b
+            raw[fill[a] + 1] = c
+            fill[a] += 2
+    # sort + unique per row
+    out_ptr = np.zeros(n + 1, dtype=np.int64)
+    out = np.empty(ptr[n], dtype=np.int64)
+    m = 0
+    for i in range(n):
+        row = np.sort(raw[ptr[i] : ptr[i + 1]])
+        last = -1
+        for v in row:
+            if v != last:
+                out[m] = v
+                m += 1
+                last = v
+        out_ptr[i + 1] = m
+    return out_ptr, out[:m].copy()
+
+
+@njit(**_FLAGS)
+def _clip(px, py, lab, cnt, ax, ay, b, label, qx, qy, qlab):
+    """Clip the convex polygon (px, py, lab)[:cnt] by ``ax*x + ay*y <= b`` into (qx, qy, qlab)."""
+    m = 0
+    for k in range(cnt):
+        k1 = k + 1 if k + 1 < cnt else 0
+        s0 = ax * px[k] + ay * py[k] - b
+        s1 = ax * px[k1] + ay * py[k1] - b
+        if s0 <= 0.0:
+            qx[m] = px[k]
+            qy[m] = py[k]
+            qlab[m] = lab[k]
+            m += 1
+            if s1 > 0.0:
+                t = s0 / (s0 - s1)
+                qx[m] = px[k] + t * (px[k1] - px[k])
+                qy[m] = py[k] + t * (py[k1] - py[k])
+                qlab[m] = label
+                m += 1
+        elif s1 <= 0.0:
+            t = s0 / (s0 - s1)
+            qx[m] = px[k] + t * (px[k1] - px[k])
+            qy[m] = py[k] + t * (py[k1] - py[k])
+            qlab[m] = lab[k]
+            m += 1
+    return m
+
+
+@njit(**_FLAGS)
+def power_cells(P, w, ptr, idx, hidden):
+    """Power cells of the sites ``P`` (n, 2) with weights ``w`` (n,), clipped to [0, 1]^2.
+
+    Parameters
+    ----------
+    P : (n, 2) float64
+    w : (n,) float64
+    ptr, idx : CSR neighbour lists (regular-triangulation edges, or a superset)
+    hidden : (n,) bool
+        Sites in no regular triangle: their cell is empty.
+
+    Returns
+    -------
+    area : (n,) float64
+    centroid : (n, 2) float64 (the site itself for an empty cell)
+    dual : (len(idx),) float64
+        Length of the cell edge shared with neighbour ``idx[k]`` (0 when they do not touch).
+    side_len : (n, 4) float64
+        Length of the cell's intersection with each side of the square.
+    side_mid : (n, 4) float64
+        Midpoint parameter (x for bottom/top, y for left/right) of that intersection; NaN if none.
+    """
+    n = P.shape[0]
+    area = np.zeros(n)
+    cen = np.empty((n, 2))
+    dual = np.zeros(idx.shape[0])
+    side_len = np.zeros((n, 4))
+    side_mid = np.full((n, 4), np.nan)
+    maxdeg = 0
+    for i in range(n):
+        maxdeg = max(maxdeg, ptr[i + 1] - ptr[i])
+    cap = maxdeg + 5
+    ax_ = np.empty(cap)
+    ay_ = np.empty(cap)
+    al = np.empty(cap, dtype=np.int64)
+    bx_ = np.empty(cap)
+    by_ = np.empty(cap)
+    bl = np.empty(cap, dtype=np.int64)
+    for i in range(n):
+        cen[i, 0] = P[i, 0]
+        cen[i, 1] = P[i, 1]
+        if hidden[i]:
+            continue
+        pix, piy = P[i, 0], P[i, 1]
+        pn = pix * pix + piy * piy
+        ax_[0], ay_[0], al[0] = 0.0, 0.0, -1
+        ax_[1], ay_[1], al[1] = 1.0, 0.0, -2
+        ax_[2], ay_[2], al[2] = 1.0, 1.0, -3
+        ax_[3], ay_[3], al[3] = 0.0, 1.0, -4
+        cnt = 4
+        flip = False
+        for k in range(ptr[i], ptr[i + 1]):
+            j = idx[k]
+            pjx, pjy = P[j, 0], P[j, 1]
+            a_x = 2.0 * (pjx - pix)
+            a_y = 2.0 * (pjy - piy)
+            b = (pjx * pjx + pjy * pjy) - pn - (w[j] - w[i])
+            if flip:
+                cnt = _clip(bx_, by_, bl, cnt, a_x, a_y, b, k - ptr[i], ax_, ay_, al)
+            else:
+                cnt = _clip(ax_, ay_, al, cnt, a_x, a_y, b, k - ptr[i], bx_, by_, bl)
+            flip = not flip
+            if cnt < 3:
+                cnt = 0
+                break
+        if cnt < 3:
+            continue
+        if flip:
+            px, py, lab = bx_, by_, bl
+        else:
+            px, py, lab = ax_, ay_, al
+        # shoelace area and centroid, relative to the site for accuracy
+        A2 = 0.0
+        cx = 0.0
+        cy = 0.0
+        for k in range(cnt):
+            k1 = k + 1 if k + 1 < cnt else 0
+            x0, y0 = px[k] - pix, py[k] - piy
+            x1, y1 = px[k1] - pix, py[k1] - piy
+            cr = x0 * y1 - x1 * y0
+            A2 += cr
+            cx += (x0 + x1) * cr
+            cy += (y0 + y1) * cr
+            L = lab[k]
+            dx = px[k1] - px[k]
+            dy = py[k1] - py[k]
+            length = np.sqrt(dx * dx + dy * dy)
+            if L >= 0:
+                dual[ptr[i] + L] += length
+            else:
+                s = -1 - L
+                if length > 0.0:
+                    side_len[i, s] += length
+                    if s == 0 or s == 2:
+                        side_mid[i, s] = 0.5 * (px[k] + px[k1])
+                    else:
+                        side_mid[i, s] = 0.5 * (py[k] + py[k1])
+        if A2 <= 0.0:
+            continue
+        area[i] = 0.5 * A2
+        cen[i, 0] = pix + cx / (3.0 * A2)
+        cen[i, 1] = piy + cy / (3.0 * A2)
+    return area, cen, dual, side_len, side_mid
+
+
+@njit(**_FLAGS)
+def hessian_triplets(P, ptr, idx, dual):
+    """Off-diagonal Hessian entries ``-|e_ij| / (2|p_i - p_j|)`` (symmetrised) for i < j.
+
+    Returns rows, cols, vals of the strict upper triangle; the caller mirrors them and adds the
+    diagonal (minus the row sums).
+    """
+    n = P.shape[0]
+    m = 0
+    for i in range(n):
+        for k in range(ptr[i], ptr[i + 1]):
+            if idx[k] > i:
+                m += 1
+    rows = np.empty(m, dtype=np.int64)
+    cols = np.empty(m, dtype=np.int64)
+    vals = np.empty(m)
+    m = 0
+    for i in range(n):
+        for k in range(ptr[i], ptr[i + 1]):
+            j = idx[k]
+            if j <= i:
+                continue
+            # the same edge seen from j
+            lj = 0.0
+            lo = ptr[j]
+            hi = ptr[j + 1]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if idx[mid] < i:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < ptr[j + 1] and idx[lo] == i:
+                lj = dual[lo]
+            ell = 0.5 * (dual[k] + lj)
+            dx = P[j, 0] - P[i, 0]
+            dy = P[j, 1] - P[i, 1]
+            d = np.sqrt(dx * dx + dy * dy)
+            rows[m] = i
+            cols[m] = j
+            vals[m] = -ell / (2.0 * d) if d > 0.0 else 0.0
+            m += 1
+    return rows, cols, vals
+
+
+@njit(**_FLAGS)
+def signed_areas(UV, F):
+    """Signed area (m,) of each face of the planar map ``UV`` (n, 2)."""
+    m = F.shape[0]
+    out = np.empty(m)
+    for f in range(m):
+        a, b, c = F[f, 0], F[f, 1], F[f, 2]
+        e1x = UV[b, 0] - UV[a, 0]
+        e1y = UV[b, 1] - UV[a, 1]
+        e2x = UV[c, 0] - UV[a, 0]
+        e2y = UV[c, 1] - UV[a, 1]
+        out[f] = 0.5 * (e1x * e2y - e1y * e2x)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# regular triangulation kept up to date by edge flips (weights change little between Newton trials)
+
+
+@njit(**_FLAGS)
+def triangle_adjacency(T):
+    """``N`` (t, 3): the triangle across the edge opposite corner k of each triangle (-1 on the hull).
+
+    ``T`` (t, 3) must be consistently oriented (counter-clockwise).
+    """
+    t = T.shape[0]
+    n = 0
+    for f in range(t):
+        for k in range(3):
+            n = max(n, T[f, k] + 1)
+    keys = np.empty(3 * t, dtype=np.int64)
+    for f in range(t):
+        for k in range(3):
+            a = T[f, (k + 1) % 3]
+            b = T[f, (k + 2) % 3]
+            keys[3 * f + k] = min(a, b) * n + max(a, b)
+    order = np.argsort(keys, kind="mergesort")
+    N = np.full((t, 3), -1, dtype=np.int64)
+    h = 0
+    while h < 3 * t:
+        e = order[h]
+        if h + 1 < 3 * t and keys[order[h + 1]] == keys[e]:
+            e2 = order[h + 1]
+            N[e // 3, e % 3] = e2 // 3
+            N[e2 // 3, e2 % 3] = e // 3
+            h += 2
+        else:
+            h += 1
+    return N
+
+
+@njit(**_FLAGS)
+def _orient(P, a, b, c):
+    return (P[b, 0] - P[a, 0]) * (P[c, 1] - P[a, 1]) - (P[b, 1] - P[a, 1]) * (P[c, 0] - P[a, 0])
+
+
+@njit(**_FLAGS)
+def _power_incircle(P, w, a, b, c, d):
+    """> 0 when the lifted ``d`` lies below the plane of the lifted CCW triangle (a, b, c)."""
+    adx = P[a, 0] - P[d, 0]
+    ady = P[a, 1] - P[d, 1]
+    bdx = P[b, 0] - P[d, 0]
+    bdy = P[b, 1] - P[d, 1]
+    cdx = P[c, 0] - P[d, 0]
+    cdy = P[c, 1] - P[d, 1]
+    az = adx * adx + ady * ady - (w[a] - w[d])
+    bz = bdx * bdx + bdy * bdy - (w[b] - w[d])
+    cz = cdx * cdx + cdy * cdy - (w[c] - w[d])
+    return adx * (bdy * cz - bz * cdy) - ady * (bdx * cz - bz * cdx) + az * (bdx * cdy - bdy * cdx)
+
+
+@njit(**_FLAGS)
+def _incircle_scale(P, w, a, b, c, d):
+    """A bound on the rounding error scale of :func:`_power_incircle`."""
+    s = 0.0
+    z = 0.0
+    for v in (a, b, c):
+        dx = P[v, 0] - P[d, 0]
+        dy = P[v, 1] - P[d, 1]
+        s += abs(dx) + abs(dy)
+        z += dx * dx + dy * dy + abs(w[v] - w[d])
+    return s * s * z
+
+
+@njit(**_FLAGS)
+def _local_of(N, g, f):
+    for l in range(3):
+        if N[g, l] == f:
+            return l
+    return -1
+
+
+@njit(**_FLAGS)
+def regularize(P, w, T, N, max_flips):
+    """Flip edges of the CCW triangulation (T, N) in place until it is the regular triangulation
+    of the weighted sites (Lawson's algorithm on the lifted points).
+
+    Returns the number of flips, or -1 when it gets stuck (an illegal edge that cannot be flipped:
+    typically a site that should become hidden) or exceeds ``max_flips``; recompute from scratch then.
+    """
+    t = T.shape[0]
+    stack = np.empty(6 * t + 16, dtype=np.int64)
+    top = 0
+    for f in range(t):
+        for k in range(3):
+            if N[f, k] > f:
+                stack[top] = 3 * f + k
+                top += 1
+    flips = 0
+    while top > 0:
+        top -= 1
+        f = stack[top] // 3
+        k = stack[top] % 3
+        g = N[f, k]
+        if g < 0:
+            continue
+        r = T[f, k]
+        p = T[f, (k + 1) % 3]
+        q = T[f, (k + 2) % 3]
+        l = _local_of(N, g, f)
+        s = T[g, l]
+        if _power_incircle(P, w, r, p, q, s) <= 0.0:
+            continue
+        if _orient(P, r, p, s) <= 0.0 or _orient(P, s, q, r) <= 0.0:
+            continue  # not convex: checked again in the final pass
+        nfq = N[f, (k + 2) % 3]  # across (r, p), opposite q
+        nfp = N[f, (k + 1) % 3]  # across (q, r), opposite p
+        ngp = N[g, (l + 2) % 3]  # opposite p in g = (s, q, p): across (s, q)
+        ngq = N[g, (l + 1) % 3]  # opposite q in g: across (p, s)
+        # g = (s, q, p) CCW with s at l: (l+1) -> q, (l+2) -> p
+        T[f, 0], T[f, 1], T[f, 2] = r, p, s
+        N[f, 0], N[f, 1], N[f, 2] = ngq, g, nfq
+        T[g, 0], T[g, 1], T[g, 2] = s, q, r
+        N[g, 0], N[g, 1], N[g, 2] = nfp, f, ngp
+        if ngq >= 0:
+            N[ngq, _local_of(N, ngq, g)] = f
+        if nfp >= 0:
+            N[nfp, _local_of(N, nfp, f)] = g
+        flips += 1
+        if flips > max_flips or top + 4 > stack.shape[0]:
+            return -1
+        stack[top] = 3 * f + 0
+        stack[top + 1] = 3 * f + 2
+        stack[top + 2] = 3 * g + 0
+        stack[top + 3] = 3 * g + 2
+        top += 4
+    # final pass: every interior edge must be legal
+    for f in range(t):
+        for k in range(3):
+            g = N[f, k]
+            if g > f:
+                s = T[g, _local_of(N, g, f)]
+                a, b, c = T[f, k], T[f, (k + 1) % 3], T[f, (k + 2) % 3]
+                if _power_incircle(P, w, a, b, c, s) > 1e-13 * _incircle_scale(P, w, a, b, c, s):
+                    return -1
+    return flips

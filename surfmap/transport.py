@@ -1,0 +1,451 @@
+"""Area-preserving map of a disk onto the unit square by semi-discrete optimal transport.
+
+Stage 2 of seed 001 (Zhao et al. 2013): the sites are the vertices of a bijective square map
+(the conformal map), the target masses the normalised 3D vertex areas, the source measure uniform
+on [0, 1]^2. Damped Newton (Kitagawa-Merigot-Thibert) on the power weights gives the power diagram
+whose clipped cells have exactly those areas; each vertex is then placed in its cell.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+from scipy.spatial import ConvexHull, QhullError
+
+from ._kernels import transport as _k
+from .exceptions import ConvergenceError, MeshError
+from .flatmap import FlatMap
+from .mesh import Mesh, boundary_loop, cotangent_laplacian, vertex_areas
+
+__all__ = ["area_preserving_map", "PowerDiagram", "power_diagram", "solve_transport"]
+
+log = logging.getLogger(__name__)
+
+_SQUARE = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+
+
+# ---------------------------------------------------------------------------------------------
+# power diagrams
+
+
+class PowerDiagram:
+    """Power diagram of weighted sites clipped to the unit square.
+
+    Attributes
+    ----------
+    sites : (n, 2) float64
+    weights : (n,) float64
+        Power weights ``w``: the cell of ``i`` is ``{x : |x - p_i|^2 - w_i <= |x - p_j|^2 - w_j}``.
+    areas : (n,) float64
+        Area of each clipped cell (0 for an empty cell); they sum to 1.
+    centroids : (n, 2) float64
+        Centroid of each clipped cell (the site for an empty cell).
+    ptr, neighbours : CSR arrays
+        Regular-triangulation neighbours of each site.
+    dual_lengths : (len(neighbours),) float64
+        Length of the clipped cell edge shared with each neighbour.
+    side_lengths, side_midpoints : (n, 4) float64
+        Intersection of each cell with the sides bottom, right, top, left of the square (length,
+        and midpoint parameter: x for bottom/top, y for left/right; NaN when empty).
+    """
+
+    def __init__(self, sites, weights, triangulation=None, *, fallback=True):
+        self.sites = sites
+        self.weights = weights
+        T = N = None
+        self.flips = -1
+        self.stuck = False
+        if triangulation is not None:
+            T, N = triangulation[0].copy(), triangulation[1].copy()
+            self.flips = _k.regularize(sites, weights, T, N, 20 * len(T) + 1000)
+        if self.flips < 0:
+            if triangulation is not None and not fallback:
+                # flipping got stuck: most often a site about to lose its cell; the caller rejects
+                self.stuck = True
+                self.areas = np.zeros(len(sites))
+                return
+            T, N = _regular_triangulation(sites, weights)
+        self._compute(T, N)
+        if triangulation is not None and abs(self.areas.sum() - 1.0) > 1e-9:
+            # should not happen; recompute from scratch rather than trust a bad update
+            self.flips = -1
+            self._compute(*_regular_triangulation(sites, weights))
+
+    def _compute(self, T, N):
+        n = len(self.sites)
+        self.triangulation = (T, N)
+        self.ptr, self.neighbours = _k.neighbour_lists(T, n)
+        hidden = self.ptr[1:] == self.ptr[:-1]
+        (
+            self.areas,
+            self.centroids,
+            self.dual_lengths,
+            self.side_lengths,
+            self.side_midpoints,
+        ) = _k.power_cells(self.sites, self.weights, self.ptr, self.neighbours, hidden)
+
+    def hessian(self) -> sp.csr_matrix:
+        """``d areas / d weights`` (n, n): a symmetric graph Laplacian, PSD, rows summing to 0."""
+        n = len(self.sites)
+        r, c, v = _k.hessian_triplets(self.sites, self.ptr, self.neighbours, self.dual_lengths)
+        off = sp.coo_matrix((np.concatenate([v, v]), (np.concatenate([r, c]), np.concatenate([c, r]))), (n, n))
+        off = off.tocsr()
+        diag = -np.asarray(off.sum(axis=1)).ravel()
+        return (off + sp.diags(diag)).tocsr()
+
+
+def _regular_triangulation(sites, weights):
+    """Regular triangulation (T (t, 3) counter-clockwise, adjacency N (t, 3)) by Qhull's lifted lower hull."""
+    lifted = np.column_stack([sites, np.einsum("ij,ij->i", sites, sites) - weights])
+    try:
+        hull = ConvexHull(lifted)
+    except QhullError:
+        hull = ConvexHull(lifted, qhull_options="QJ")
+    lower = hull.equations[:, 2] < -1e-12
+    T = np.ascontiguousarray(hull.simplices[lower], dtype=np.int64)
+    a, b, c = sites[T[:, 0]], sites[T[:, 1]], sites[T[:, 2]]
+    cw = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0]) < 0
+    T[cw] = T[cw][:, [0, 2, 1]]
+    return T, _k.triangle_adjacency(T)
+
+
+def power_diagram(sites, weights=None) -> PowerDiagram:
+    """Power diagram of ``sites`` (n, 2) in [0, 1]^2 with power ``weights`` (n,), clipped to the square.
+
+    ``weights=None`` gives the Voronoi diagram. See :class:`PowerDiagram`.
+    """
+    P = np.ascontiguousarray(sites, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] != 2 or len(P) < 2:
+        raise MeshError(f"sites: expected shape (n, 2) with n >= 2; found {P.shape}")
+    if not np.isfinite(P).all():
+        raise MeshError("sites: found NaN or infinite coordinates")
+    w = np.zeros(len(P)) if weights is None else np.ascontiguousarray(weights, dtype=np.float64)
+    if w.shape != (len(P),) or not np.isfinite(w).all():
+        raise MeshError(f"weights: expected {len(P)} finite values; found shape {w.shape}")
+    return PowerDiagram(P, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# damped Newton
+
+
+def _newton_step(H: sp.csr_matrix, rhs: np.ndarray, pin: int) -> np.ndarray:
+    """Solve ``H d = rhs`` with the gauge pinned (``d[pin] = 0``); ``rhs`` sums to ~0."""
+    n = H.shape[0]
+    keep = np.ones(n, dtype=bool)
+    keep[pin] = False
+    Hr = H[keep][:, keep].tocsc()
+    d = np.zeros(n)
+    # H is a symmetric M-matrix: a symmetric fill-reducing order and no pivoting
+    lu = spla.splu(Hr, permc_spec="MMD_AT_PLUS_A", options=dict(SymmetricMode=True))
+    d[keep] = lu.solve(rhs[keep])
+    return d
+
+
+def solve_transport(sites, masses, weights=None, *, tol=1e-6, max_iter=100, eps0=None, stats=None):
+    """Weights ``w`` whose power cells in [0, 1]^2 have areas ``masses`` (damped Newton, KMT).
+
+    Parameters
+    ----------
+    sites : (n, 2) float64
+        Distinct points in [0, 1]^2.
+    masses : (n,) float64
+        Positive target areas summing to 1.
+    weights : (n,) float64, optional
+        Warm start (default: zeros, the Voronoi diagram).
+    tol : float
+        Stop when ``max |area_i - masses_i| / masses_i < tol``.
+    max_iter : int
+        Newton iterations at most.
+    eps0 : float, optional
+        No accepted step has a cell smaller than this (default: half the smallest of the masses and
+        the initial areas).
+    stats : dict, optional
+        Updated in place with ``newton_iterations`` and ``halvings``.
+
+    Returns
+    -------
+    weights : (n,) float64
+    diagram : PowerDiagram
+
+    Raises
+    ------
+    ConvergenceError
+        The tolerance was not reached in ``max_iter`` iterations, or a step could not be damped
+        enough to keep every cell non-empty.
+    """
+    P = np.ascontiguousarray(sites, dtype=np.float64)
+    nu = np.ascontiguousarray(masses, dtype=np.float64)
+    n = len(P)
+    w = np.zeros(n) if weights is None else np.array(weights, dtype=np.float64)
+    stats = {} if stats is None else stats
+    stats.setdefault("newton_iterations", 0)
+    stats.setdefault("halvings", 0)
+    D = PowerDiagram(P, w)
+    if eps0 is None:
+        eps0 = 0.5 * min(float(nu.min()), float(D.areas.min()))
+    if D.areas.min() <= 0:
+        raise ConvergenceError(
+            f"sites: {int((D.areas <= 0).sum())} sites have an empty starting cell (duplicate or hidden sites); "
+            "remove duplicate sites or start from weights that give every site a cell"
+        )
+    pin = int(np.argmax(nu))
+    for it in range(max_iter + 1):
+        g = D.areas - nu
+        err = float(np.max(np.abs(g) / nu))
+        log.debug("newton %d: max relative cell-area error %.3e", it, err)
+        if err < tol:
+            stats["cell_area_error"] = err
+            return w, D
+        if it == max_iter:
+            break
+        H = D.hessian()
+        d = _newton_step(H, -g, pin)
+        gnorm = float(np.linalg.norm(g))
+        t = 1.0
+        while True:
+            wt = w + t * d
+            Dt = PowerDiagram(P, wt, D.triangulation, fallback=t < 1e-2)
+            log.debug("trial t=%g flips=%d min area %.3e", t, Dt.flips, Dt.areas.min())
+            if Dt.areas.min() >= eps0 and np.linalg.norm(Dt.areas - nu) <= (1.0 - 0.5 * t) * gnorm:
+                break
+            t *= 0.5
+            stats["halvings"] += 1
+            if t < 1e-14:
+                raise ConvergenceError(
+                    f"optimal transport: the Newton step could not be damped enough at iteration {it} "
+                    f"(max relative cell-area error {err:.2e}); the sites may be too crowded or duplicated"
+                )
+        w, D = wt, Dt
+        stats["newton_iterations"] += 1
+    stats["cell_area_error"] = err
+    raise ConvergenceError(
+        f"optimal transport: max relative cell-area error {err:.2e} after max_iter={max_iter} Newton iterations "
+        f"is above tol={tol:g}; raise max_iter or tol"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# a bijective square map for development and as a fallback
+
+
+def _square_boundary(mesh: Mesh, corners=None):
+    """Boundary loop (CCW for positively oriented faces) starting at corner 0, the 4 corner
+    positions in the loop, and the loop's points on the square by arc length per side."""
+    loop = boundary_loop(mesh.faces)
+    V = mesh.vertices
+    seg = np.linalg.norm(V[np.roll(loop, -1)] - V[loop], axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    L = s[-1]
+    if corners is None:
+        pos = [int(np.argmin(np.abs(s[:-1] - q * L))) for q in (0.0, 0.25, 0.5, 0.75)]
+    else:
+        where = {int(v): k for k, v in enumerate(loop)}
+        pos = [where[int(c)] for c in corners]
+        pos = [(p - pos[0]) % len(loop) for p in pos]
+    loop = np.roll(loop, -pos[0])
+    pos = [p - pos[0] for p in pos]
+    seg = np.linalg.norm(V[np.roll(loop, -1)] - V[loop], axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    uv = np.empty((len(loop), 2))
+    ends = pos + [len(loop)]
+    for k in range(4):
+        a, b = ends[k], ends[k + 1]
+        t = (s[a : b + 1] - s[a]) / (s[b] - s[a])
+        t = t[:-1]
+        c0, c1 = _SQUARE[k], _SQUARE[(k + 1) % 4]
+        uv[a:b] = c0 + t[:, None] * (c1 - c0)
+    return loop, np.asarray(pos, dtype=np.int64), uv
+
+
+def _harmonic_square_map(mesh: Mesh, corners=None) -> FlatMap:
+    """Harmonic (cotangent) map onto the unit square, boundary by arc length, 4 corners at equal
+    arc length (or the given boundary vertices). Bijective when the cotangent weights are positive."""
+    loop, pos, buv = _square_boundary(mesh, corners)
+    n = mesh.n_vertices
+    L = cotangent_laplacian(mesh.vertices, mesh.faces)
+    inner = np.ones(n, dtype=bool)
+    inner[loop] = False
+    uv = np.zeros((n, 2))
+    uv[loop] = buv
+    Li = L[inner][:, inner].tocsc()
+    rhs = -L[inner][:, loop] @ buv
+    solve = spla.factorized(Li)
+    uv[inner] = np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
+    return FlatMap(
+        uv=uv,
+        faces=mesh.faces,
+        vertex_map=np.arange(n),
+        corners=loop[pos],
+        info={"method": "harmonic"},
+        vertices=mesh.vertices,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# placing the vertices
+
+
+def _sides(F: np.ndarray, corners: np.ndarray):
+    """The boundary loop split into the 4 sides between the corners, in the order (0,0) -> (1,0)
+    -> (1,1) -> (0,1) -> (0,0); each side includes both of its corners."""
+    loop = boundary_loop(F)
+    where = {int(v): k for k, v in enumerate(loop)}
+    missing = [int(c) for c in corners if int(c) not in where]
+    if missing:
+        raise MeshError(f"init: corners {missing} are not on the boundary of the mesh; expected 4 boundary vertices")
+    loop = np.roll(loop, -where[int(corners[0])])
+    pos = {int(v): k for k, v in enumerate(loop)}
+    if pos[int(corners[1])] > pos[int(corners[3])]:
+        loop = np.concatenate([loop[:1], loop[1:][::-1]])
+        pos = {int(v): k for k, v in enumerate(loop)}
+    idx = [pos[int(c)] for c in corners] + [len(loop)]
+    if not (idx[0] < idx[1] < idx[2] < idx[3]):
+        raise MeshError("init: the 4 corners are not in counter-clockwise order along the boundary")
+    loop = np.concatenate([loop, loop[:1]])
+    return [loop[idx[k] : idx[k + 1] + 1] for k in range(4)]
+
+
+def _monotone(t: np.ndarray, mass: np.ndarray, gap: float) -> tuple[np.ndarray, int]:
+    """Make ``t`` (with fixed ends 0 and 1) strictly increasing by at least ``gap``: every run that
+    breaks the order is re-spaced in proportion to the cumulative ``mass`` of its vertices."""
+    t = t.copy()
+    fixes = 0
+    k = 1
+    while k < len(t):
+        if t[k] - t[k - 1] >= gap and (k < len(t) - 1 or True):
+            k += 1
+            continue
+        a, b = k - 1, k
+        while True:
+            a = max(a - 1, 0)
+            b = min(b + 1, len(t) - 1)
+            if t[b] - t[a] >= (b - a) * gap * 2 or (a == 0 and b == len(t) - 1):
+                break
+        m = np.cumsum(mass[a : b + 1])
+        m = (m - 0.5 * mass[a : b + 1] - 0.5 * mass[a]) / (m[-1] - 0.5 * mass[b] - 0.5 * mass[a])
+        t[a : b + 1] = t[a] + m * (t[b] - t[a])
+        fixes += 1
+        k = a + 1
+    return t, fixes
+
+
+def _place_boundary(uv, D, sides, nu):
+    """Corners exactly on the square's corners; side vertices on their side at the midpoint of
+    their cell's intersection with it (the centroid's projection when the cell misses the side),
+    strictly monotone. Returns the number of re-spaced runs."""
+    fixes = 0
+    n_b = sum(len(s) - 1 for s in sides)
+    gap = 1e-3 / max(n_b, 1)
+    for k, side in enumerate(sides):
+        c0, c1 = _SQUARE[k], _SQUARE[(k + 1) % 4]
+        mid = D.side_midpoints[side, k]
+        proj = D.centroids[side, k % 2]  # x for bottom/top, y for right/left
+        mid = np.where(np.isnan(mid), proj, mid)
+        t = mid if k < 2 else 1.0 - mid
+        t = np.clip(t, 0.0, 1.0)
+        t[0], t[-1] = 0.0, 1.0
+        t, f = _monotone(t, nu[side], gap)
+        fixes += f
+        uv[side] = c0 + t[:, None] * (c1 - c0)
+    return fixes
+
+
+def _uniform_adjacency(F, n):
+    e = np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]])
+    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
+    A = ((A + A.T) > 0).astype(np.float64)
+    return A.tocsr()
+
+
+def _repair_folds(uv, F, fixed, rel_eps=1e-10):
+    """Untangle flipped or degenerate faces in place: the free vertices of a growing ring
+    neighbourhood of the bad faces are re-solved as the average of their neighbours (a local Tutte
+    embedding) with everything else fixed. When the neighbourhood reaches the whole mesh this is
+    Tutte's embedding of a disk with a convex boundary, which is bijective.
+
+    Returns (number of bad faces found first, number of local solves).
+    """
+    n, m = len(uv), len(F)
+    thresh = rel_eps / m
+    bad = _k.signed_areas(uv, F) <= thresh
+    n_bad0 = int(bad.sum())
+    if not n_bad0:
+        return 0, 0
+    A = _uniform_adjacency(F, n)
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    solves = 0
+    rings = 1
+    while bad.any():
+        region = np.zeros(n, dtype=bool)
+        region[F[bad].ravel()] = True
+        for _ in range(rings):
+            region |= (A @ region.astype(np.float64)) > 0
+        free = region & ~fixed
+        whole = free.sum() == (~fixed).sum()
+        fi = np.flatnonzero(free)
+        Lff = (sp.diags(deg[fi]) - A[fi][:, fi]).tocsc()
+        rhs = A[fi][:, ~free] @ uv[~free]
+        solve = spla.factorized(Lff)
+        trial = uv.copy()
+        trial[fi] = np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
+        solves += 1
+        bad_t = _k.signed_areas(trial, F) <= thresh
+        if bad_t.sum() < bad.sum() or whole:
+            uv[:] = trial
+            bad = bad_t
+            rings = 1
+            if whole and bad.any():
+                raise ConvergenceError(
+                    f"fold repair: {int(bad.sum())} faces stay flipped even after a Tutte embedding of the "
+                    "whole disk; the mesh has an edge between two non-adjacent vertices of one side"
+                )
+        else:
+            rings *= 2
+    return n_bad0, solves
+
+
+# ---------------------------------------------------------------------------------------------
+# the area-preserving map
+
+
+def area_preserving_map(mesh: Mesh, init: FlatMap | None = None, *, tol: float = 1e-6, max_iter: int = 100):
+    """Area-preserving map of a disk onto the unit square (semi-discrete optimal transport)."""
+    timings = {}
+    t0 = time.perf_counter()
+    if init is None:
+        from .conformal import conformal_map
+
+        init = conformal_map(mesh)
+    timings["init"] = time.perf_counter() - t0
+    F = mesh.faces
+    n = mesh.n_vertices
+    nu = vertex_areas(mesh.vertices, F)
+    nu = nu / nu.sum()
+    stats = {}
+    t0 = time.perf_counter()
+    P = np.clip(init.uv, 0.0, 1.0)
+    w, D = solve_transport(P, nu, tol=tol, max_iter=max_iter, stats=stats)
+    timings["transport"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sides = _sides(F, init.corners)
+    uv = D.centroids.copy()
+    boundary_fixes = _place_boundary(uv, D, sides, nu)
+    fixed = np.zeros(n, dtype=bool)
+    fixed[np.concatenate(sides)] = True
+    n_folds, n_solves = _repair_folds(uv, F, fixed)
+    timings["placement"] = time.perf_counter() - t0
+    info = {
+        "method": "area",
+        **stats,
+        "boundary_reorders": boundary_fixes,
+        "folds_repaired": n_folds,
+        "fold_repair_solves": n_solves,
+        "timings": timings,
+    }
+    return FlatMap(uv=uv, faces=F, vertex_map=init.vertex_map, corners=init.corners, info=info,
+                   vertices=mesh.vertices)
