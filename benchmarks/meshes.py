@@ -27,12 +27,15 @@ class Case:
         Cortex mask of ``mesh``.
     disk : Mesh
         The cortex cut to a disk (vertices a subsequence of ``mesh``'s).
+    vertex_map : (k,) int64
+        ``disk.vertices[i] == mesh.vertices[vertex_map[i]]``.
     """
 
     name: str
     mesh: Mesh
     keep: np.ndarray
     disk: Mesh
+    vertex_map: np.ndarray
 
     @property
     def n(self) -> int:
@@ -41,7 +44,7 @@ class Case:
     def save(self, path: Path) -> Path:
         np.savez(
             path, name=np.array(self.name), V=self.mesh.vertices, F=self.mesh.faces, keep=self.keep,
-            dV=self.disk.vertices, dF=self.disk.faces,
+            dV=self.disk.vertices, dF=self.disk.faces, vmap=self.vertex_map,
         )
         return path
 
@@ -50,7 +53,7 @@ class Case:
         with np.load(path) as z:
             name = str(z["name"])
             return cls(name, Mesh(z["V"], z["F"], name=name), z["keep"].astype(bool),
-                       Mesh(z["dV"], z["dF"], name=name + " cortex"))
+                       Mesh(z["dV"], z["dF"], name=name + " cortex"), z["vmap"].astype(np.int64))
 
 
 def _nilearn_fsaverage5_dir() -> Path:
@@ -78,7 +81,7 @@ def load_hemisphere(template: str, hemi: str) -> tuple[Mesh, np.ndarray]:
 def template_case(template: str, hemi: str) -> Case:
     mesh, keep = load_hemisphere(template, hemi)
     c = cut(mesh, keep)
-    return Case(f"{template}-{hemi}", mesh, keep, c.mesh)
+    return Case(f"{template}-{hemi}", mesh, keep, c.mesh, np.asarray(c.vertex_map, dtype=np.int64))
 
 
 def midpoint_subdivide(V: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +127,7 @@ def refined_case(base: Case, levels: int) -> Case:
         V, F = midpoint_subdivide(V, F)
     name = f"{base.name}-x{4 ** levels}"
     disk = Mesh(V, F, name=name)
-    return Case(name, disk, np.ones(len(V), dtype=bool), disk)
+    return Case(name, disk, np.ones(len(V), dtype=bool), disk, np.arange(len(V), dtype=np.int64))
 
 
 def freesurfer_flat_patch(hemi: str) -> dict:

@@ -130,8 +130,8 @@ def markdown(results: dict) -> str:
          f"Settings: {results['settings']}. Total {results.get('total_s', 0):.0f} s.\n",
          "Times: first call in a fresh process (Numba compilation or cache load included) and the median of "
          "the warm calls; × LSCM = warm median / libigl LSCM's warm median on the same cortex in the same run. "
-         "Peak memory: growth of the process's peak resident set (`ru_maxrss`) across the calls, native "
-         "allocations included. d = natural log of the face's share of the flat area over its share of the 3D "
+         "Peak memory: the process's peak resident set during the calls (kernel counter `VmHWM`, reset "
+         "before the first call) minus its resident set just before, native allocations included. d = natural log of the face's share of the flat area over its share of the 3D "
          "area; K = sigma1/sigma2 of the face's Jacobian; flipped faces are left out of both and counted.\n"]
     if results.get("comparison"):
         s += ["## Comparison\n", comparison_table(results["comparison"]), ""]

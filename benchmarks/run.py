@@ -57,13 +57,14 @@ def machine_info() -> dict:
         load = os.getloadavg()
     except OSError:
         load = None
+    from importlib import metadata
+
     versions = {}
-    for mod in ("numpy", "scipy", "numba", "igl", "surfmap"):
+    for dist in ("numpy", "scipy", "numba", "libigl", "surfmap", "autoflatten"):
         try:
-            m = __import__(mod)
-            versions[mod] = getattr(m, "__version__", "?")
-        except Exception:  # noqa: BLE001  (a missing optional tool is reported, not fatal)
-            versions[mod] = None
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
     return dict(cpu=model, cores=os.cpu_count(), python=platform.python_version(),
                 platform=platform.platform(), loadavg_at_start=load, versions=versions,
                 date=time.strftime("%Y-%m-%d %H:%M:%S"))
