@@ -224,18 +224,29 @@ def vertex_areas(V, F) -> np.ndarray:
     return np.bincount(np.asarray(F).ravel(), weights=np.repeat(A / 3.0, 3), minlength=len(V))
 
 
-def angles_from_lengths(l: np.ndarray) -> np.ndarray:
-    """Corner angles (m, 3) from edge lengths (m, 3), column k opposite corner k.
+def _cos_numerators(l: np.ndarray) -> np.ndarray:
+    """``b^2 + c^2 - a^2`` (m, 3) for the corner opposite each edge ``a``, without cancellation.
 
-    Uses ``atan2(4A, b^2 + c^2 - a^2)`` with Kahan's area, which stays accurate for needles.
+    Written as ``(b - a)(b + a) + c^2`` with ``b >= c`` the adjacent edges: when ``a`` and ``b``
+    are close (a needle's base angles) ``b - a`` is exact, where ``b^2 + c^2 - a^2`` would lose
+    the small ``c^2`` to rounding.
     """
-    A4 = 4.0 * _heron(l)
-    l2 = l * l
     out = np.empty_like(l)
     for k in range(3):
         i, j = (k + 1) % 3, (k + 2) % 3
-        out[:, k] = np.arctan2(A4, l2[:, i] + l2[:, j] - l2[:, k])
+        b = np.maximum(l[:, i], l[:, j])
+        c = np.minimum(l[:, i], l[:, j])
+        out[:, k] = (b - l[:, k]) * (b + l[:, k]) + c * c
     return out
+
+
+def angles_from_lengths(l: np.ndarray) -> np.ndarray:
+    """Corner angles (m, 3) from edge lengths (m, 3), column k opposite corner k.
+
+    Uses ``atan2(4A, b^2 + c^2 - a^2)`` with Kahan's area and a cancellation-free numerator,
+    which stays accurate for needles.
+    """
+    return np.arctan2((4.0 * _heron(l))[:, None], _cos_numerators(l))
 
 
 def corner_angles(V, F) -> np.ndarray:
@@ -252,12 +263,12 @@ def cotangent_laplacian(V, F) -> sp.csr_matrix:
     F = np.asarray(F, dtype=np.int64)
     l = edge_lengths(V, F)
     A4 = 4.0 * _heron(l)
-    l2 = l * l
+    num = _cos_numerators(l)
     rows, cols, vals = [], [], []
     with np.errstate(divide="ignore", invalid="ignore"):
         for k in range(3):
             i, j = (k + 1) % 3, (k + 2) % 3
-            cot = (l2[:, i] + l2[:, j] - l2[:, k]) / A4
+            cot = num[:, k] / A4
             w = 0.5 * np.where(A4 > 0, cot, 0.0)
             rows.append(F[:, i]), cols.append(F[:, j]), vals.append(-w)
     r = np.concatenate(rows)
