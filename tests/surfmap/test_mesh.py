@@ -315,8 +315,12 @@ def _check_disk(cm: CutMesh, original: Mesh):
     assert vm.dtype == np.int64 and (np.diff(vm) > 0).all()
     np.testing.assert_array_equal(m.vertices, original.vertices[vm])
     # every face of the disk is a face of the original mesh
-    orig = {tuple(f) for f in original.faces.tolist()}
-    assert all(tuple(f) in orig for f in vm[m.faces].tolist())
+    n = original.n_vertices
+
+    def key(F):
+        return (F[:, 0] * n + F[:, 1]) * n + F[:, 2]
+
+    assert np.isin(key(vm[m.faces]), key(original.faces)).all()
     assert len(np.unique(m.faces)) == m.n_vertices  # no unused vertex
 
 
