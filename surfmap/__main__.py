@@ -1,0 +1,8 @@
+"""``python -m surfmap``: the ``surfmap`` command."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,293 @@
+"""The ``surfmap`` command: ``demo``, ``flatten``, ``batch``.
+
+Errors from surfmap (bad files, meshes that are not disks, ...) print one line,
+``surfmap: error: <message>``, on stderr and exit with status 1; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .exceptions import SurfmapError
+
+__all__ = ["main", "build_parser"]
+
+logger = logging.getLogger("surfmap")
+
+_UNITS = {"thickness": "mm", "sulc": "mm", "curvature": "1/mm", "curv": "1/mm", "myelin": "T1w/T2w"}
+
+
+def _metric_arg(text: str):
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=FILE (e.g. thickness=lh.thickness); found {text!r}")
+    return name, path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="surfmap",
+        description="Flatten cortical surfaces onto the unit square (conformal Ricci flow, area-preserving "
+                    "optimal transport) and turn vertex metrics into images.",
+    )
+    p.add_argument("--version", action="version", version=f"surfmap {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of errors")
+    common.add_argument("-v", "--verbose", action="store_true", help="log progress messages")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    d = sub.add_parser("demo", parents=[common], help="flatten a bundled template, write figures (no input)",
+                       description="Flatten a bundled template hemisphere with both methods, rasterize its "
+                                   "metrics and write figures. No input files, no network.")
+    d.add_argument("-o", "--out", default="surfmap-demo", help="output folder (default: %(default)s)")
+    d.add_argument("--template", default="fsaverage5", choices=["fsaverage5", "fslr32k"])
+    d.add_argument("--hemi", default="left", choices=["left", "right"])
+    d.add_argument("--size", type=int, default=224, help="image side in pixels (default: %(default)s)")
+    d.set_defaults(func=cmd_demo)
+
+    f = sub.add_parser("flatten", parents=[common], help="flatten one surface, rasterize its metrics",
+                       description="Flatten one surface and write flatmap.npz, images.npz (channel names "
+                                   "inside), distortion.json and preview.png in OUT.")
+    f.add_argument("surface", help="surface file (FreeSurfer geometry, .surf.gii, OBJ/PLY/OFF)")
+    f.add_argument("--mask", help="cortex mask (FreeSurfer .label, GIFTI label, 0/1 metric); default: every "
+                                  "vertex (the surface must then be a disk)")
+    f.add_argument("--metric", action="append", type=_metric_arg, default=[], metavar="NAME=FILE",
+                   help="a metric to rasterize (repeat for more channels, in order); default: the x, y, z "
+                        "coordinates")
+    f.add_argument("--hemi", help="left/right: which hemisphere to read from CIFTI metric files")
+    f.add_argument("--method", default="area", choices=["area", "conformal"])
+    f.add_argument("--size", type=int, default=224)
+    f.add_argument("--sampling", default="barycentric", choices=["barycentric", "area"],
+                   help="pixel values: barycentric interpolation (default) or average of vertices in the pixel")
+    f.add_argument("--nan-policy", default="raise", choices=["raise", "ignore", "propagate"])
+    f.add_argument("-o", "--out", required=True, help="output folder")
+    f.set_defaults(func=cmd_flatten)
+
+    b = sub.add_parser("batch", parents=[common], help="a whole cohort: FreeSurfer, HCP or a CSV table",
+                       description="Flatten and rasterize every subject and hemisphere of a cohort. Writes "
+                                   "OUT/<subject>/<hemi>/images.npz, OUT/manifest.tsv and OUT/failures.tsv; "
+                                   "re-running skips finished work.")
+    b.add_argument("source", help="FreeSurfer SUBJECTS_DIR, HCP folder (<subj>/MNINonLinear/fsaverage_LR32k), "
+                                  "or a CSV/TSV table (subject, hemi, surface, mask, metric columns)")
+    b.add_argument("-o", "--out", required=True, help="output folder")
+    b.add_argument("--layout", default="auto", choices=["auto", "freesurfer", "hcp", "table"])
+    b.add_argument("--hemi", nargs="+", default=["left", "right"], help="hemispheres (default: both)")
+    b.add_argument("--surface", help="surface to flatten (FreeSurfer default: white; HCP: midthickness)")
+    b.add_argument("--metrics", nargs="+", help="metric names (FreeSurfer default: thickness sulc curv; HCP: "
+                                                "thickness sulc curvature myelin)")
+    b.add_argument("--metric-suffix", default="", help="FreeSurfer: appended to metric file names, e.g. "
+                                                       ".fwhm10.fsaverage5.mgh")
+    b.add_argument("--mode", choices=["native", "template"],
+                   help="native: one map per subject; template: one shared map (default: template for HCP "
+                        "and for tables with --template, else native)")
+    b.add_argument("--template", help="template mode: fslr32k, fsaverage5, or a flatmap.npz path (may hold "
+                                      "{hemi}); default fslr32k for HCP")
+    b.add_argument("--template-surface", help="template mode: surface of the template to flatten (a name such "
+                                              "as midthickness, or a file with the template's vertex count)")
+    b.add_argument("--subjects", nargs="+", help="only these subjects")
+    b.add_argument("--method", default="area", choices=["area", "conformal"])
+    b.add_argument("--size", type=int, default=224)
+    b.add_argument("--sampling", default="barycentric", choices=["barycentric", "area"])
+    b.add_argument("--nan-policy", default="raise", choices=["raise", "ignore", "propagate"])
+    b.add_argument("--jobs", type=int, default=1, help="local worker processes (default: 1)")
+    b.add_argument("--scheduler", help="Dask scheduler address (tcp://host:8786): run on that cluster")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(func=cmd_batch)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="surfmap: %(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (SurfmapError, OSError) as err:
+        if args.debug:
+            raise
+        msg = " ".join(str(err).split()) or type(err).__name__
+        print(f"surfmap: error: {msg}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("surfmap: interrupted", file=sys.stderr)
+        return 130
+
+
+# ---------------------------------------------------------------------------------------------
+# flatten
+
+
+def _check_size(size: int) -> int:
+    if size < 2:
+        raise SurfmapError(f"--size: expected an image side of at least 2 pixels; found {size}")
+    return size
+
+
+def cmd_flatten(args) -> int:
+    from .batch import distortion_dict, write_json_atomic, write_npz_atomic
+    from .flatmap import flatten
+    from .io import read_mask, read_metric, read_surface
+    from .plotting import plot_images, save_figure
+    from .raster import Rasterizer
+
+    size = _check_size(args.size)
+    out = Path(args.out)
+    mesh = read_surface(args.surface)
+    keep = read_mask(args.mask, mesh.n_vertices, hemi=args.hemi) if args.mask else np.ones(mesh.n_vertices, bool)
+    values = {}
+    for name, path in args.metric:
+        if name in values:
+            raise SurfmapError(f"--metric {name}=...: the name {name!r} is given twice; channel names must differ")
+        values[name] = read_metric(path, hemi=args.hemi, n_vertices=mesh.n_vertices)
+    if not values:
+        values = {"x": mesh.vertices[:, 0], "y": mesh.vertices[:, 1], "z": mesh.vertices[:, 2]}
+    t0 = time.perf_counter()
+    fm = flatten(mesh, keep, method=args.method)
+    t_flat = time.perf_counter() - t0
+    R = Rasterizer(fm, size=size, mode=args.sampling, nan_policy=args.nan_policy)
+    images = R(values)
+    channels = list(values)
+    paths = {
+        "flatmap": fm.save(out / "flatmap.npz"),
+        "images": write_npz_atomic(out / "images.npz", images=images, channels=np.array(channels)),
+        "distortion": write_json_atomic(distortion_dict(fm), out / "distortion.json"),
+    }
+    fig = plot_images(images, channels, fm=fm, units=_UNITS,
+                      title=f"{Path(args.surface).name}: {args.method} map, {fm.n_vertices} vertices")
+    paths["preview"] = save_figure(fig, out / "preview.png")
+    print(f"flattened {args.surface} ({fm.n_vertices} of {mesh.n_vertices} vertices, {args.method}) in "
+          f"{t_flat:.2f} s; images {len(channels)} x {size} x {size} ({', '.join(channels)})")
+    for key, path in paths.items():
+        print(f"  {key:<10} {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# batch
+
+
+def cmd_batch(args) -> int:
+    from . import batch
+
+    _check_size(args.size)
+    layout = batch.detect_layout(args.source) if args.layout == "auto" else args.layout
+    common = dict(method=args.method, size=args.size, sampling=args.sampling, nan_policy=args.nan_policy)
+    mode = args.mode or ("template" if layout == "hcp" or (layout == "table" and args.template) else "native")
+    if layout == "freesurfer":
+        if mode == "template":
+            raise SurfmapError("--mode template: FreeSurfer subjects have their own meshes; use a table with "
+                               "--template for fsaverage-resampled metrics")
+        jobs = batch.freesurfer_jobs(args.source, args.out, hemis=args.hemi, surface=args.surface or "white",
+                                     metrics=args.metrics or batch.FREESURFER_METRICS,
+                                     metric_suffix=args.metric_suffix, subjects=args.subjects, **common)
+    elif layout == "hcp":
+        jobs = batch.hcp_jobs(args.source, args.out, hemis=args.hemi, metrics=args.metrics or batch.HCP_METRICS,
+                              mode=mode, template=args.template or "fslr32k",
+                              template_surface=args.template_surface, surface=args.surface or "midthickness",
+                              subjects=args.subjects, **common)
+    else:
+        if mode == "template" and not args.template:
+            raise SurfmapError("--mode template with a table: pass --template (fslr32k, fsaverage5 or a "
+                               "flatmap.npz)")
+        jobs = batch.table_jobs(args.source, args.out, template=args.template if mode == "template" else None,
+                                template_surface=args.template_surface, **common)
+        if args.subjects:
+            jobs = [j for j in jobs if j.subject in set(args.subjects)]
+    progress = False if args.no_progress else None
+    result = batch.run_batch(jobs, args.out, n_jobs=args.jobs, scheduler=args.scheduler, progress=progress)
+    print(f"{result.summary()}; manifest: {result.manifest}")
+    if result.count("failed"):
+        print(f"failures ({result.count('failed')}): {result.failures}")
+    return 0 if result.count("failed") == 0 else 3
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+
+
+def cmd_demo(args) -> int:
+    from .batch import distortion_dict, write_json_atomic, write_npz_atomic
+    from .mesh import cut
+    from .plotting import plot_distortion_histograms, plot_flatmap, plot_images, save_figure
+    from .raster import Rasterizer
+    from .templates import load_template
+
+    size = _check_size(args.size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tpl = load_template(args.template, args.hemi)
+    disk = cut(tpl.mesh, tpl.cortex)
+    print(f"template {args.template} {args.hemi} ({tpl.surface_kind}): {tpl.n_vertices} vertices, "
+          f"{int(tpl.cortex.sum())} cortex; cut to a disk of {disk.mesh.n_vertices} vertices, "
+          f"{disk.mesh.n_faces} faces" + (f" (repairs: {'; '.join(disk.repairs)})" if disk.repairs else ""))
+    try:
+        from .flatmap import flatten
+    except ImportError as err:  # the mapping is not installed in this build
+        print(f"flattening unavailable ({err}); stopping after the cut")
+        return 0
+    metrics = dict(tpl.metrics)
+    files = []
+    maps = {}
+    summary = {}
+    for method, label in (("conformal", "conformal"), ("area", "area-preserving")):
+        t0 = time.perf_counter()
+        fm = flatten(tpl.mesh, tpl.cortex, method=method)
+        seconds = time.perf_counter() - t0
+        maps[label] = fm
+        R = Rasterizer(fm, size=size, nan_policy="ignore")
+        images = R(metrics)
+        d = distortion_dict(fm)
+        summary[method] = {"seconds": round(seconds, 2), **_short_distortion(d)}
+        files.append(fm.save(out / f"flatmap_{method}.npz"))
+        files.append(write_npz_atomic(out / f"images_{method}.npz", images=images, channels=np.array(R.channels)))
+        files.append(write_json_atomic(d, out / f"distortion_{method}.json"))
+        fig = plot_images(images, R.channels, fm=fm, units=_UNITS,
+                          title=f"{args.template} {args.hemi}: {label} map, {size}x{size} images")
+        files.append(save_figure(fig, out / f"images_{method}.png"))
+        from .plotting import face_distortion
+
+        lar = face_distortion(fm)["log_area_ratio"]
+        fig = plot_flatmap(fm, lar, label="log(flat area / surface area)",
+                           title=f"{label} map: {fm.n_vertices} vertices, faces coloured by area distortion")
+        files.append(save_figure(fig, out / f"flatmap_{method}.png"))
+    fig = plot_distortion_histograms(maps, title=f"{args.template} {args.hemi}: distortion per face")
+    files.append(save_figure(fig, out / "distortion_histograms.png"))
+    for method, s in summary.items():
+        print(f"  {method:<9}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+    print(f"wrote {len(files)} files to {out}/:")
+    for path in files:
+        print(f"  {path.name}")
+    return 0
+
+
+def _short_distortion(d: dict) -> dict:
+    """A few headline numbers of a distortion dict, whatever its nesting."""
+    flat = {}
+
+    def walk(prefix, x):
+        if isinstance(x, dict):
+            for k, v in x.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(x, (int, float)) and not isinstance(x, bool):
+            flat[prefix] = x
+
+    walk("", d)
+    keep = {}
+    for k, v in flat.items():
+        if any(s in k for s in ("flip", "p95", "dilatation_mean", "mean_dilatation")):
+            keep[k] = round(v, 4) if isinstance(v, float) else v
+    return keep or {k: v for k, v in list(flat.items())[:4]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

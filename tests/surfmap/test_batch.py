@@ -1,0 +1,367 @@
+"""Tests of surfmap.batch: FreeSurfer / HCP / table cohorts, failures, resume, atomic writes, Dask.
+
+The cohorts are tiny (icosphere meshes of 162 vertices, written as real FreeSurfer, GIFTI and
+CIFTI files with nibabel), so flattening each subject takes milliseconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel import cifti2
+
+import surfmap.flatmap
+from surfmap import batch
+from surfmap.exceptions import InputFileNotFoundError
+from surfmap.flatmap import FlatMap
+from surfmap.mesh import boundary_loop, cut
+from surfmap.raster import Rasterizer
+
+ICO = 2  # 162 vertices
+
+
+def harmonic_flatten(mesh, keep, method="area"):
+    """Stand-in for surfmap.flatten while the mapping is not there: Tutte embedding in the square."""
+    import scipy.sparse as sp
+    import scipy.sparse.linalg as spla
+
+    disk = cut(mesh, keep)
+    V, F = disk.mesh.vertices, disk.mesh.faces
+    k = len(V)
+    loop = boundary_loop(F)
+    seg = np.linalg.norm(V[np.roll(loop, -1)] - V[loop], axis=1)
+    t = np.r_[0.0, np.cumsum(seg)[:-1]] / seg.sum() * 4.0  # arc length in [0, 4): one unit per side
+    corner_pts = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]], float)
+    side = np.minimum(t.astype(int), 3)
+    frac = t - side
+    uvb = corner_pts[side] * (1 - frac)[:, None] + corner_pts[side + 1] * frac[:, None]
+    corners = loop[[int(np.argmin(np.abs(t - c))) for c in range(4)]]
+    uvb[np.isin(loop, corners)] = corner_pts[:4][np.argsort(np.argsort([np.flatnonzero(loop == c)[0] for c in corners]))]
+    i = np.concatenate([F[:, 0], F[:, 1], F[:, 2]])
+    j = np.concatenate([F[:, 1], F[:, 2], F[:, 0]])
+    A = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(k, k)).tocsr()
+    A = ((A + A.T) > 0).astype(float)
+    L = sp.diags(np.asarray(A.sum(1)).ravel()) - A
+    inner = np.setdiff1d(np.arange(k), loop)
+    uv = np.zeros((k, 2))
+    uv[loop] = uvb
+    rhs = -L[inner][:, loop] @ uvb
+    uv[inner] = spla.splu(L[inner][:, inner].tocsc()).solve(np.asarray(rhs))
+    fm = FlatMap(uv, F, disk.vertex_map, corners, info={"method": "tutte (test stand-in)"}, vertices=V)
+    if fm.signed_areas().sum() < 0:
+        uv[:, 0] = 1 - uv[:, 0]
+        fm = FlatMap(uv, F, disk.vertex_map, corners[[1, 0, 3, 2]], info=fm.info, vertices=V)
+    return fm
+
+
+@pytest.fixture
+def flatten_fn(monkeypatch):
+    """surfmap.flatten, or the stand-in when the mapping modules are not installed yet."""
+    if not hasattr(surfmap.flatmap, "flatten"):
+        monkeypatch.setattr(surfmap.flatmap, "flatten", harmonic_flatten, raising=False)
+    return surfmap.flatmap.flatten
+
+
+# ---------------------------------------------------------------------------------------------
+# tiny cohorts written with nibabel
+
+
+def sphere(meshes, seed=0):
+    m = meshes.icosphere(ICO)
+    rng = np.random.default_rng(seed)
+    V = m.vertices * (1.0 + 0.02 * rng.standard_normal((len(m.vertices), 1)))
+    return V * 50.0, m.faces
+
+
+def cortex_of(V):
+    return V[:, 2] < 0.6 * np.abs(V[:, 2]).max()  # a cap at the top is the "medial wall"
+
+
+def write_label(path, idx, V):
+    lines = ["#!ascii label  , from subject  vox2ras=TkReg", str(len(idx))]
+    lines += [f"{i} {V[i, 0]:.3f} {V[i, 1]:.3f} {V[i, 2]:.3f} 0.000000" for i in idx]
+    Path(path).write_text("\n".join(lines) + "\n")
+
+
+def metric_values(V, name):
+    x, y, z = (V / 50.0).T
+    return {"thickness": 2.5 + 0.5 * x, "sulc": y, "curv": 0.1 * z, "curvature": 0.1 * z,
+            "myelin": 1.5 + 0.2 * x * y}[name]
+
+
+def make_freesurfer_dir(root, meshes, n_subjects=3, broken="sub-03"):
+    root = Path(root)
+    for s in range(n_subjects):
+        subj = f"sub-{s + 1:02d}"
+        (root / subj / "surf").mkdir(parents=True)
+        (root / subj / "label").mkdir()
+        V, F = sphere(meshes, seed=s)
+        for h in ("lh", "rh"):
+            nib.freesurfer.write_geometry(str(root / subj / "surf" / f"{h}.white"), V, F)
+            for m in batch.FREESURFER_METRICS:
+                vals = metric_values(V, m)
+                if subj == broken and h == "lh" and m == "sulc":
+                    vals = vals[:-7]  # wrong length: this subject must fail, the batch go on
+                nib.freesurfer.write_morph_data(str(root / subj / "surf" / f"{h}.{m}"), vals)
+            write_label(root / subj / "label" / f"{h}.cortex.label", np.flatnonzero(cortex_of(V)), V)
+    (root / "fsaverage" / "surf").mkdir(parents=True)  # left out of the cohort
+    return root
+
+
+def write_cifti(path, values, keep, name):
+    bm = cifti2.BrainModelAxis.from_surface(np.flatnonzero(keep), len(keep), name="CortexLeft")
+    header = cifti2.Cifti2Header.from_axes((cifti2.ScalarAxis([name]), bm))
+    cifti2.Cifti2Image(values[keep][None].astype(np.float32), header).to_filename(str(path))
+
+
+def make_hcp_dir(root, meshes, subjects=("100307", "100408", "101915"), broken="100408"):
+    root = Path(root)
+    for i, s in enumerate(subjects):
+        folder = root / s / "MNINonLinear" / "fsaverage_LR32k"
+        folder.mkdir(parents=True)
+        V, F = sphere(meshes, seed=10 + i)
+        keep = cortex_of(sphere(meshes, seed=0)[0])  # every subject: the same mesh's medial wall
+        gii = nib.gifti.GiftiImage(darrays=[
+            nib.gifti.GiftiDataArray(V.astype(np.float32), intent="NIFTI_INTENT_POINTSET"),
+            nib.gifti.GiftiDataArray(F.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE"),
+        ])
+        nib.save(gii, str(folder / f"{s}.L.midthickness_MSMAll.32k_fs_LR.surf.gii"))
+        for m, stem in (("thickness", "thickness_MSMAll"), ("sulc", "sulc"), ("curvature", "curvature_MSMAll"),
+                        ("myelin", "MyelinMap_BC_MSMAll")):
+            if s == broken and m == "myelin":
+                (folder / f"{s}.{stem}.32k_fs_LR.dscalar.nii").write_bytes(b"not a cifti file")
+                continue
+            write_cifti(folder / f"{s}.{stem}.32k_fs_LR.dscalar.nii", metric_values(V, m), keep, m)
+    return root
+
+
+def read_tsv(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh, delimiter="\t"))
+
+
+# ---------------------------------------------------------------------------------------------
+# FreeSurfer, native mode
+
+
+def test_freesurfer_jobs_lists_subjects_and_hemis(tmp_path, meshes):
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+    jobs = batch.freesurfer_jobs(src, tmp_path / "out", hemis=["lh", "right"])
+    assert [(j.subject, j.hemi) for j in jobs] == [(f"sub-0{s}", h) for s in (1, 2, 3) for h in ("left", "right")]
+    assert [m for m, _ in jobs[0].metrics] == ["thickness", "sulc", "curv"]
+    assert jobs[0].surface.endswith("sub-01/surf/lh.white") and jobs[0].problem is None
+    assert batch.detect_layout(src) == "freesurfer"
+
+
+def test_run_batch_freesurfer_outputs_and_failure_record(tmp_path, meshes, flatten_fn):
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+    out = tmp_path / "out"
+    jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=32)
+    result = batch.run_batch(jobs, out, progress=False)
+    assert [r["status"] for r in result.records] == ["done", "done", "failed"]
+
+    z = np.load(out / "sub-01" / "left" / "images.npz")
+    assert z["images"].shape == (3, 32, 32) and z["images"].dtype == np.float32
+    assert list(z["channels"]) == ["thickness", "sulc", "curv"]
+    fm = FlatMap.load(out / "sub-01" / "left" / "flatmap.npz")
+    V, F = sphere(meshes, seed=0)
+    expected = Rasterizer(fm, size=32)({m: metric_values(V, m) for m in batch.FREESURFER_METRICS})
+    np.testing.assert_allclose(z["images"], expected, atol=1e-6)
+    assert set(fm.vertex_map) == set(np.flatnonzero(cortex_of(V)))
+    assert "n_faces" in json.dumps(json.loads((out / "sub-01" / "left" / "distortion.json").read_text())) or \
+        json.loads((out / "sub-01" / "left" / "distortion.json").read_text())
+
+    manifest = read_tsv(out / "manifest.tsv")
+    assert [(r["subject"], r["hemi"], r["status"]) for r in manifest] == [
+        ("sub-01", "left", "done"), ("sub-02", "left", "done"), ("sub-03", "left", "failed")]
+    assert manifest[0]["images"] == "sub-01/left/images.npz"
+    assert manifest[0]["channels"] == "thickness,sulc,curv"
+    failures = read_tsv(out / "failures.tsv")
+    assert len(failures) == 1 and failures[0]["subject"] == "sub-03"
+    assert failures[0]["error"] == "MetricError" and "lh.sulc" in failures[0]["message"]
+    assert not (out / "sub-03" / "left" / "images.npz").exists()
+
+
+def test_run_batch_resume_skips_finished_jobs(tmp_path, meshes, flatten_fn):
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+    out = tmp_path / "out"
+    jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=16)
+    batch.run_batch(jobs, out, progress=False)
+    stamp = (out / "sub-01" / "left" / "images.npz").stat().st_mtime_ns
+    # fix the broken subject, run again: finished jobs are skipped, the failed one is redone
+    V, _ = sphere(meshes, seed=2)
+    nib.freesurfer.write_morph_data(str(src / "sub-03" / "surf" / "lh.sulc"), metric_values(V, "sulc"))
+    again = batch.run_batch(jobs, out, progress=False)
+    assert [r["status"] for r in again.records] == ["skipped", "skipped", "done"]
+    assert (out / "sub-01" / "left" / "images.npz").stat().st_mtime_ns == stamp
+    assert read_tsv(out / "failures.tsv") == []
+    assert [r["status"] for r in read_tsv(out / "manifest.tsv")] == ["skipped", "skipped", "done"]
+    assert read_tsv(out / "manifest.tsv")[0]["images"] == "sub-01/left/images.npz"
+
+
+def test_run_batch_crash_mid_write_leaves_no_output(tmp_path, meshes, flatten_fn, monkeypatch):
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=1)
+    out = tmp_path / "out"
+    jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=16)
+
+    real_savez = np.savez_compressed
+
+    def exploding_savez(fh, **arrays):
+        if "images" not in arrays:
+            return real_savez(fh, **arrays)
+        fh.write(b"PK\x03\x04 half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(batch.np, "savez_compressed", exploding_savez)
+    result = batch.run_batch(jobs, out, progress=False)
+    assert result.records[0]["status"] == "failed" and "disk full" in result.records[0]["message"]
+    folder = out / "sub-01" / "left"
+    assert not (folder / "images.npz").exists() and not (folder / "status.json").exists()
+    assert not [p for p in folder.iterdir() if ".tmp" in p.name]
+    monkeypatch.undo()
+    monkeypatch.setattr(surfmap.flatmap, "flatten", flatten_fn, raising=False)
+    assert batch.run_batch(jobs, out, progress=False).records[0]["status"] == "done"
+
+
+def test_freesurfer_jobs_missing_file_fails_job_not_listing(tmp_path, meshes, flatten_fn):
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=2)
+    (src / "sub-02" / "label" / "lh.cortex.label").unlink()
+    jobs = batch.freesurfer_jobs(src, tmp_path / "out", hemis=["left"], size=16)
+    assert "lh.cortex.label: no such file" in jobs[1].problem
+    result = batch.run_batch(jobs, tmp_path / "out", progress=False)
+    assert [r["status"] for r in result.records] == ["done", "failed"]
+    assert result.records[1]["error"] == "InputFileNotFoundError"
+
+
+def test_freesurfer_jobs_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(batch.BatchError, match="no subject folder with 'surf/'"):
+        batch.freesurfer_jobs(tmp_path / "empty", tmp_path / "out")
+    with pytest.raises(InputFileNotFoundError, match="no such folder"):
+        batch.freesurfer_jobs(tmp_path / "nope", tmp_path / "out")
+
+
+# ---------------------------------------------------------------------------------------------
+# HCP, template mode
+
+
+def hcp_template_map(tmp_path, meshes, flatten_fn):
+    V, F = sphere(meshes, seed=0)
+    from surfmap.mesh import Mesh
+
+    fm = flatten_fn(Mesh(V, F), cortex_of(V), method="area")
+    fm.save(tmp_path / "maps" / "left" / "flatmap.npz")
+    return fm, str(tmp_path / "maps" / "{hemi}" / "flatmap.npz")
+
+
+def test_run_batch_hcp_template_mode(tmp_path, meshes, flatten_fn):
+    src = make_hcp_dir(tmp_path / "hcp", meshes)
+    assert batch.detect_layout(src) == "hcp"
+    fm, template = hcp_template_map(tmp_path, meshes, flatten_fn)
+    out = tmp_path / "out"
+    jobs = batch.hcp_jobs(src, out, hemis=["left"], template=template, size=24)
+    assert all(j.template_map and j.surface is None for j in jobs)
+    result = batch.run_batch(jobs, out, progress=False)
+    assert [r["status"] for r in result.records] == ["done", "failed", "done"]
+    assert result.records[1]["error"] == "FormatError" and "MyelinMap_BC_MSMAll" in result.records[1]["message"]
+    z = np.load(out / "101915" / "left" / "images.npz")
+    assert list(z["channels"]) == ["thickness", "sulc", "curvature", "myelin"]
+    V, _ = sphere(meshes, seed=12)
+    expected = Rasterizer(fm, size=24)({m: metric_values(V, m) for m in batch.HCP_METRICS})
+    np.testing.assert_allclose(z["images"], expected, atol=1e-6)
+    assert not (out / "101915" / "left" / "flatmap.npz").exists()  # template mode: one shared map
+    manifest = read_tsv(out / "manifest.tsv")
+    assert manifest[0]["flatmap"].endswith("maps/left/flatmap.npz")
+
+
+def test_run_batch_hcp_native_mode_uses_template_mask(tmp_path, meshes, flatten_fn, monkeypatch):
+    src = make_hcp_dir(tmp_path / "hcp", meshes, subjects=("100307",))
+    V0, _ = sphere(meshes, seed=0)
+
+    class FakeTemplate:
+        n_vertices = len(V0)
+        cortex = cortex_of(V0)
+
+    import surfmap.templates
+
+    monkeypatch.setattr(surfmap.templates, "load_template", lambda name, hemi: FakeTemplate)
+    jobs = batch.hcp_jobs(src, tmp_path / "out", hemis=["left"], mode="native", size=16)
+    assert jobs[0].surface.endswith("100307.L.midthickness_MSMAll.32k_fs_LR.surf.gii")
+    rec = batch.run_batch(jobs, tmp_path / "out", progress=False).records[0]
+    assert rec["status"] == "done", rec
+    fm = FlatMap.load(tmp_path / "out" / "100307" / "left" / "flatmap.npz")
+    np.testing.assert_array_equal(fm.vertex_map, np.flatnonzero(FakeTemplate.cortex))
+
+
+def test_run_batch_process_pool_matches_serial(tmp_path, meshes, flatten_fn):
+    src = make_hcp_dir(tmp_path / "hcp", meshes)
+    _, template = hcp_template_map(tmp_path, meshes, flatten_fn)
+    serial = batch.run_batch(batch.hcp_jobs(src, tmp_path / "a", hemis=["left"], template=template, size=16),
+                             tmp_path / "a", progress=False)
+    pooled = batch.run_batch(batch.hcp_jobs(src, tmp_path / "b", hemis=["left"], template=template, size=16),
+                             tmp_path / "b", n_jobs=2, progress=False)
+    assert [r["status"] for r in pooled.records] == [r["status"] for r in serial.records]
+    for s in ("100307", "101915"):
+        np.testing.assert_array_equal(np.load(tmp_path / "a" / s / "left" / "images.npz")["images"],
+                                      np.load(tmp_path / "b" / s / "left" / "images.npz")["images"])
+
+
+def test_run_batch_dask_local_cluster(tmp_path, meshes, flatten_fn):
+    distributed = pytest.importorskip("dask.distributed")
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+    out = tmp_path / "out"
+    jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=16)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        result = batch.run_batch(jobs, out, scheduler=cluster.scheduler_address, progress=False)
+    assert [r["status"] for r in result.records] == ["done", "done", "failed"]
+    assert read_tsv(out / "failures.tsv")[0]["subject"] == "sub-03"
+    assert np.load(out / "sub-02" / "left" / "images.npz")["images"].shape == (3, 16, 16)
+
+
+# ---------------------------------------------------------------------------------------------
+# tables
+
+
+def test_table_jobs_native_and_missing_file(tmp_path, meshes, flatten_fn):
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=1)
+    table = tmp_path / "cohort.csv"
+    table.write_text(
+        "subject,hemi,surface,mask,thickness,sulc\n"
+        "a,lh,subjects/sub-01/surf/lh.white,subjects/sub-01/label/lh.cortex.label,"
+        "subjects/sub-01/surf/lh.thickness,subjects/sub-01/surf/lh.sulc\n"
+        f"b,left,{src}/sub-01/surf/lh.white,,subjects/sub-01/surf/lh.thickness,missing.sulc\n"
+    )
+    assert batch.detect_layout(table) == "table"
+    jobs = batch.table_jobs(table, tmp_path / "out", size=16)
+    assert [m for m, _ in jobs[0].metrics] == ["thickness", "sulc"]
+    result = batch.run_batch(jobs, tmp_path / "out", progress=False)
+    assert [r["status"] for r in result.records] == ["done", "failed"]
+    assert "missing.sulc: no such file" in result.records[1]["message"]
+    assert list(np.load(tmp_path / "out" / "a" / "left" / "images.npz")["channels"]) == ["thickness", "sulc"]
+
+
+def test_table_jobs_bad_table(tmp_path):
+    table = tmp_path / "t.csv"
+    table.write_text("subject,surface,thickness\na,x,y\n")
+    with pytest.raises(batch.BatchError, match="expected a 'hemi' column"):
+        batch.table_jobs(table, tmp_path / "out")
+    table.write_text("subject,hemi,surface\na,lh,x\n")
+    with pytest.raises(batch.BatchError, match="no metric column"):
+        batch.table_jobs(table, tmp_path / "out")
+    table.write_text("subject,hemi,surface,thickness\na,middle,x,y\n")
+    with pytest.raises(batch.BatchError, match="line 2.*'hemi' should be one of"):
+        batch.table_jobs(table, tmp_path / "out")
+    with pytest.raises(InputFileNotFoundError, match="no such table file"):
+        batch.table_jobs(tmp_path / "none.csv", tmp_path / "out")
+
+
+def test_detect_layout_unknown_folder(tmp_path):
+    (tmp_path / "x").mkdir()
+    with pytest.raises(batch.BatchError, match="pass --layout"):
+        batch.detect_layout(tmp_path)
