@@ -397,3 +397,142 @@ def regularize(P, w, T, N, max_flips):
                 if _power_incircle(P, w, a, b, c, s) > 1e-13 * _incircle_scale(P, w, a, b, c, s):
                     return -1
     return flips
+
+
+# ---------------------------------------------------------------------------------------------
+# face-area refinement: nonlinear Gauss-Seidel on sum_f A_f log(rho(a_f) / A_f)^2
+
+
+@njit(**_FLAGS)
+def vertex_faces(F, n):
+    """CSR (ptr (n+1,), idx) of the faces around each vertex."""
+    m = F.shape[0]
+    ptr = np.zeros(n + 1, dtype=np.int64)
+    for f in range(m):
+        for c in range(3):
+            ptr[F[f, c] + 1] += 1
+    for i in range(n):
+        ptr[i + 1] += ptr[i]
+    idx = np.empty(3 * m, dtype=np.int64)
+    fill = ptr[:-1].copy()
+    for f in range(m):
+        for c in range(3):
+            v = F[f, c]
+            idx[fill[v]] = f
+            fill[v] += 1
+    return ptr, idx
+
+
+@njit(**_FLAGS)
+def _rho(a, delta):
+    """Smooth positive stand-in for the signed area: ~a when a >> delta, ~delta^2/|a| when a < 0."""
+    s = np.sqrt(a * a + 4.0 * delta * delta)
+    if a >= 0.0:
+        r = 0.5 * (a + s)
+    else:
+        r = 2.0 * delta * delta / (s - a)
+    return r, 0.5 * (1.0 + a / s)
+
+
+@njit(**_FLAGS)
+def area_sweeps(UV, F, target, vf_ptr, vf_idx, kind, dirs, delta_rel, n_sweeps):
+    """Gauss-Seidel sweeps moving one vertex at a time to lower the face-area energy
+    ``sum_f A_f log(rho(a_f)/A_f)^2`` of its incident faces (damped Gauss-Newton step, halved until
+    the local energy decreases). A vertex whose faces are all positively oriented never makes one
+    flip, so sweeps starting from a fold-free map keep it fold-free; folded faces are pushed out by
+    ``rho``. ``kind``: 0 free, 1 slides along ``dirs[i]``, 2 fixed. Modifies ``UV`` in place.
+
+    Returns the largest vertex move of the last sweep.
+    """
+    n = UV.shape[0]
+    last = 0.0
+    nmax = 0
+    for i in range(n):
+        nmax = max(nmax, vf_ptr[i + 1] - vf_ptr[i])
+    an = np.empty(nmax)
+    nx = np.empty(nmax)
+    ny = np.empty(nmax)
+    tg = np.empty(nmax)
+    for sweep in range(n_sweeps):
+        last = 0.0
+        for i in range(n):
+            if kind[i] == 2:
+                continue
+            cnt = 0
+            gx = 0.0
+            gy = 0.0
+            hxx = 0.0
+            hxy = 0.0
+            hyy = 0.0
+            E0 = 0.0
+            allpos = True
+            for h in range(vf_ptr[i], vf_ptr[i + 1]):
+                f = vf_idx[h]
+                c = 0
+                while F[f, c] != i:
+                    c += 1
+                j = F[f, (c + 1) % 3]
+                k = F[f, (c + 2) % 3]
+                a = 0.5 * ((UV[j, 0] - UV[i, 0]) * (UV[k, 1] - UV[i, 1]) - (UV[j, 1] - UV[i, 1]) * (UV[k, 0] - UV[i, 0]))
+                ex = 0.5 * (UV[j, 1] - UV[k, 1])
+                ey = 0.5 * (UV[k, 0] - UV[j, 0])
+                A = target[f]
+                r, dr = _rho(a, delta_rel * A)
+                L = np.log(r / A)
+                E0 += A * L * L
+                q = dr / r
+                gx += 2.0 * A * L * q * ex
+                gy += 2.0 * A * L * q * ey
+                hq = 2.0 * A * q * q
+                hxx += hq * ex * ex
+                hxy += hq * ex * ey
+                hyy += hq * ey * ey
+                an[cnt] = a
+                nx[cnt] = ex
+                ny[cnt] = ey
+                tg[cnt] = A
+                cnt += 1
+                if a <= 0.0:
+                    allpos = False
+            if kind[i] == 1:
+                dx, dy = dirs[i, 0], dirs[i, 1]
+                g1 = gx * dx + gy * dy
+                h1 = hxx * dx * dx + 2.0 * hxy * dx * dy + hyy * dy * dy
+                s = -g1 / (h1 * (1.0 + 1e-6) + 1e-300)
+                sx, sy = s * dx, s * dy
+            else:
+                mu = 1e-6 * (hxx + hyy) + 1e-300
+                a11 = hxx + mu
+                a22 = hyy + mu
+                det = a11 * a22 - hxy * hxy
+                sx = -(a22 * gx - hxy * gy) / det
+                sy = -(-hxy * gx + a11 * gy) / det
+            t = 1.0
+            for _ in range(12):
+                E1 = 0.0
+                ok = True
+                for h in range(cnt):
+                    a1 = an[h] + t * (nx[h] * sx + ny[h] * sy)
+                    if allpos and a1 <= 0.0:
+                        ok = False
+                        break
+                if kind[i] == 1:
+                    px = UV[i, 0] + t * sx
+                    py = UV[i, 1] + t * sy
+                    if px < 0.0 or px > 1.0 or py < 0.0 or py > 1.0:
+                        ok = False
+                if not ok:
+                    t *= 0.5
+                    continue
+                for h in range(cnt):
+                    a1 = an[h] + t * (nx[h] * sx + ny[h] * sy)
+                    r, dr = _rho(a1, delta_rel * tg[h])
+                    L = np.log(r / tg[h])
+                    E1 += tg[h] * L * L
+                if ok and E1 < E0:
+                    UV[i, 0] += t * sx
+                    UV[i, 1] += t * sy
+                    last = max(last, t * np.sqrt(sx * sx + sy * sy))
+                    break
+                t *= 0.5
+    return last
