@@ -135,7 +135,6 @@ def _check_size(size: int) -> int:
 
 def cmd_flatten(args) -> int:
     from .batch import distortion_dict, write_json_atomic, write_npz_atomic
-    from .flatmap import flatten
     from .io import read_mask, read_metric, read_surface
     from .plotting import plot_images, save_figure
     from .raster import Rasterizer
@@ -151,6 +150,8 @@ def cmd_flatten(args) -> int:
         values[name] = read_metric(path, hemi=args.hemi, n_vertices=mesh.n_vertices)
     if not values:
         values = {"x": mesh.vertices[:, 0], "y": mesh.vertices[:, 1], "z": mesh.vertices[:, 2]}
+    from .flatmap import flatten
+
     t0 = time.perf_counter()
     fm = flatten(mesh, keep, method=args.method)
     t_flat = time.perf_counter() - t0

@@ -1,0 +1,128 @@
+"""Tests of the ``surfmap`` command line (called through ``main([...])``)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import surfmap
+from surfmap.cli import main
+from surfmap.flatmap import FlatMap
+from test_batch import cortex_of, make_freesurfer_dir, make_hcp_dir, metric_values, sphere, write_label  # noqa: F401
+
+
+@pytest.fixture
+def flatten_fn(monkeypatch):
+    """surfmap.flatten, or the test stand-in when the mapping modules are not installed yet."""
+    import surfmap.flatmap
+    from test_batch import harmonic_flatten
+
+    if not hasattr(surfmap.flatmap, "flatten"):
+        monkeypatch.setattr(surfmap.flatmap, "flatten", harmonic_flatten, raising=False)
+    return surfmap.flatmap.flatten
+
+
+def test_main_version(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"surfmap {surfmap.__version__}"
+
+
+def test_main_missing_surface_one_line_error(tmp_path, flatten_fn, capsys):
+    code = main(["flatten", str(tmp_path / "lh.white"), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("\n") == 1 and err.startswith("surfmap: error: ") and "lh.white" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_main_debug_shows_traceback(tmp_path, flatten_fn):
+    with pytest.raises(surfmap.InputFileNotFoundError):
+        main(["flatten", str(tmp_path / "lh.white"), "-o", str(tmp_path / "out"), "--debug"])
+
+
+def test_main_bad_metric_argument(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["flatten", "lh.white", "--metric", "thickness", "-o", "x"])
+    assert exc.value.code == 2
+    assert "expected NAME=FILE" in capsys.readouterr().err
+
+
+def test_main_flatten_writes_outputs(tmp_path, meshes, flatten_fn, capsys):
+    V, F = sphere(meshes)
+    nib.freesurfer.write_geometry(str(tmp_path / "lh.white"), V, F)
+    nib.freesurfer.write_morph_data(str(tmp_path / "lh.thickness"), metric_values(V, "thickness"))
+    nib.freesurfer.write_morph_data(str(tmp_path / "lh.sulc"), metric_values(V, "sulc"))
+    write_label(tmp_path / "lh.cortex.label", np.flatnonzero(cortex_of(V)), V)
+    out = tmp_path / "flat"
+    code = main(["flatten", str(tmp_path / "lh.white"), "--mask", str(tmp_path / "lh.cortex.label"),
+                 "--metric", f"sulc={tmp_path / 'lh.sulc'}", "--metric", f"thickness={tmp_path / 'lh.thickness'}",
+                 "--size", "32", "-o", str(out)])
+    assert code == 0
+    z = np.load(out / "images.npz")
+    assert list(z["channels"]) == ["sulc", "thickness"] and z["images"].shape == (2, 32, 32)
+    fm = FlatMap.load(out / "flatmap.npz")
+    np.testing.assert_array_equal(fm.vertex_map, np.flatnonzero(cortex_of(V)))
+    assert isinstance(json.loads((out / "distortion.json").read_text()), dict)
+    assert (out / "preview.png").read_bytes()[:4] == b"\x89PNG"
+    assert str(out / "images.npz") in capsys.readouterr().out
+
+
+def test_main_flatten_metric_of_wrong_length(tmp_path, meshes, flatten_fn, capsys):
+    V, F = sphere(meshes)
+    nib.freesurfer.write_geometry(str(tmp_path / "lh.white"), V, F)
+    nib.freesurfer.write_morph_data(str(tmp_path / "lh.thickness"), np.ones(10))
+    code = main(["flatten", str(tmp_path / "lh.white"), "--metric", f"t={tmp_path / 'lh.thickness'}",
+                 "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "lh.thickness" in err
+
+
+def test_main_batch_freesurfer_exit_code_and_manifest(tmp_path, meshes, flatten_fn, capsys):
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+    out = tmp_path / "out"
+    code = main(["batch", str(src), "-o", str(out), "--hemi", "left", "--size", "16", "--no-progress"])
+    text = capsys.readouterr().out
+    assert code == 3  # some subjects failed
+    assert "3 jobs: 2 done, 0 skipped (already finished), 1 failed" in text
+    assert (out / "manifest.tsv").exists() and (out / "failures.tsv").exists()
+    code = main(["batch", str(src), "-o", str(out), "--hemi", "left", "--size", "16", "--no-progress",
+                 "--subjects", "sub-01", "sub-02"])
+    assert code == 0 and "2 skipped" in capsys.readouterr().out
+
+
+def test_main_batch_hcp_template_file(tmp_path, meshes, flatten_fn, capsys):
+    from surfmap.mesh import Mesh
+
+    src = make_hcp_dir(tmp_path / "hcp", meshes, subjects=("100307",))
+    V, F = sphere(meshes, seed=0)
+    flatten_fn(Mesh(V, F), cortex_of(V)).save(tmp_path / "maps" / "left" / "flatmap.npz")
+    out = tmp_path / "out"
+    code = main(["batch", str(src), "-o", str(out), "--hemi", "left", "--size", "16", "--no-progress",
+                 "--template", str(tmp_path / "maps" / "{hemi}" / "flatmap.npz")])
+    assert code == 0, capsys.readouterr()
+    z = np.load(out / "100307" / "left" / "images.npz")
+    assert list(z["channels"]) == ["thickness", "sulc", "curvature", "myelin"]
+
+
+def test_main_batch_unknown_source(tmp_path, capsys):
+    assert main(["batch", str(tmp_path / "nothing"), "-o", str(tmp_path / "o")]) == 1
+    assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_main_batch_freesurfer_template_mode_refused(tmp_path, meshes, capsys):
+    src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=1)
+    assert main(["batch", str(src), "-o", str(tmp_path / "o"), "--mode", "template"]) == 1
+    assert "--mode template" in capsys.readouterr().err
+
+
+def test_python_dash_m_surfmap_version():
+    res = subprocess.run([sys.executable, "-m", "surfmap", "--version"], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == f"surfmap {surfmap.__version__}"
