@@ -38,8 +38,8 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -128,9 +128,9 @@ def _existing_file(path) -> Path:
         hint = ""
         if not path.parent.exists():
             hint = f" (the folder {str(path.parent)!r} does not exist either)"
-        raise InputFileNotFoundError(f"{str(path)!r}: no such file{hint}; check the path")
+        raise InputFileNotFoundError(f"'{path}': no such file{hint}; check the path")
     if path.is_dir():
-        raise FormatError(f"{str(path)!r} is a folder; expected a file ({_SUPPORTED})")
+        raise FormatError(f"'{path}' is a folder; expected a file ({_SUPPORTED})")
     return path
 
 
@@ -164,7 +164,7 @@ def detect_format(path) -> str:
     head = _head(path)
     size = path.stat().st_size
     if size == 0:
-        raise FormatError(f"{str(path)!r} is empty (0 bytes); expected one of: {_SUPPORTED}")
+        raise FormatError(f"'{path}' is empty (0 bytes); expected one of: {_SUPPORTED}")
     if head[:3] == _FS_TRIANGLE_MAGIC:
         return "fs_geometry"
     if head[:3] == _FS_NEW_QUAD_MAGIC:
@@ -194,14 +194,14 @@ def detect_format(path) -> str:
         if vnum > 0 and size == 6 + 2 * vnum:
             return "fs_morph_old"
     raise FormatError(
-        f"{str(path)!r}: unknown or unsupported format (suffix {path.suffix!r}, first bytes {head[:4].hex()}); "
+        f"'{path}': unknown or unsupported format (suffix {path.suffix!r}, first bytes {head[:4].hex()}); "
         f"expected one of: {_SUPPORTED}"
     )
 
 
 def _corrupt(path: Path, what: str, err: BaseException) -> FormatError:
     return FormatError(
-        f"{str(path)!r}: could not read it as {what}: the file is truncated or corrupt "
+        f"'{path}': could not read it as {what}: the file is truncated or corrupt "
         f"({type(err).__name__}: {err}); re-export or re-copy it"
     )
 
@@ -342,16 +342,16 @@ def read_surface(path, *, add_cras: bool = False) -> Mesh:
         V, F = _read_trimesh(path, kind)
     elif kind in ("fs_morph", "fs_morph_old", "mgh", "text", "npy"):
         raise FormatError(
-            f"{str(path)!r} holds per-vertex values ({kind}), not a surface; read it with read_metric"
+            f"'{path}' holds per-vertex values ({kind}), not a surface; read it with read_metric"
         )
     elif kind == "fs_patch":
         raise FormatError(
-            f"{str(path)!r} is a FreeSurfer patch (vertex positions without faces); read it with read_patch "
+            f"'{path}' is a FreeSurfer patch (vertex positions without faces); read it with read_patch "
             "together with the full surface"
         )
     else:
         raise FormatError(
-            f"{str(path)!r} ({kind}) is not a surface format read_surface supports; expected FreeSurfer "
+            f"'{path}' ({kind}) is not a surface format read_surface supports; expected FreeSurfer "
             "geometry, GIFTI .surf.gii, OBJ, PLY or OFF"
         )
     return _make_mesh(V, F, path)
@@ -389,7 +389,7 @@ def _check_fs_geometry_size(path: Path) -> None:
         offset = f.tell()
     if len(counts) < 8:
         raise FormatError(
-            f"{str(path)!r}: FreeSurfer geometry file is truncated: it ends inside the header "
+            f"'{path}': FreeSurfer geometry file is truncated: it ends inside the header "
             f"({size} bytes); re-copy or re-export it"
         )
     vnum = int.from_bytes(counts[:4], "big", signed=True)
@@ -397,8 +397,9 @@ def _check_fs_geometry_size(path: Path) -> None:
     need = offset + 12 * vnum + 12 * fnum
     if vnum <= 0 or fnum <= 0 or size < need:
         raise FormatError(
-            f"{str(path)!r}: FreeSurfer geometry file is truncated or corrupt: its header announces "
-            f"{vnum} vertices and {fnum} faces ({need} bytes), the file has {size} bytes; re-copy or re-export it"
+            f"'{path}': FreeSurfer geometry file is truncated or corrupt: its header announces "
+            f"{vnum} vertices and {fnum} faces ({need} bytes), the file has {size} bytes; "
+            "re-copy or re-export it"
         )
 
 
@@ -407,7 +408,7 @@ def _read_gifti_surface(path: Path):
 
     img = _nib_load(path, "GIFTI")
     if not hasattr(img, "darrays"):
-        raise FormatError(f"{str(path)!r}: expected a GIFTI file; nibabel read it as {type(img).__name__}")
+        raise FormatError(f"'{path}': expected a GIFTI file; nibabel read it as {type(img).__name__}")
     pointset = intent_codes.code["NIFTI_INTENT_POINTSET"]
     triangle = intent_codes.code["NIFTI_INTENT_TRIANGLE"]
     P = [d for d in img.darrays if d.intent == pointset]
@@ -415,7 +416,7 @@ def _read_gifti_surface(path: Path):
     if len(P) != 1 or len(T) != 1:
         found = [intent_codes.label[d.intent] for d in img.darrays]
         raise FormatError(
-            f"{str(path)!r}: expected a GIFTI surface with one POINTSET and one TRIANGLE array; found {found}. "
+            f"'{path}': expected a GIFTI surface with one POINTSET and one TRIANGLE array; found {found}. "
             "A .shape/.func/.label.gii file holds per-vertex values: read it with read_metric or read_mask"
         )
     return P[0].data, T[0].data
@@ -437,19 +438,19 @@ def _read_trimesh(path: Path, kind: str):
     F = np.asarray(getattr(tm, "faces", np.zeros((0, 3))), dtype=np.int64)
     if declared_v is not None and len(V) != declared_v:
         raise FormatError(
-            f"{str(path)!r}: the file declares {declared_v} vertices but {len(V)} were read; the file is "
+            f"'{path}': the file declares {declared_v} vertices but {len(V)} were read; the file is "
             "corrupt or uses features (per-corner attributes) that would reorder vertices"
         )
     if declared_f is not None and len(F) != declared_f:
         raise MeshError(
-            f"{str(path)!r}: faces must be triangles: the file has {declared_f} faces, which make {len(F)} "
+            f"'{path}': faces must be triangles: the file has {declared_f} faces, which make {len(F)} "
             "triangles (some faces have more than 3 vertices); triangulate the mesh first"
         )
     if obj_vertices is not None and (
         obj_vertices.shape != V.shape or not np.array_equal(obj_vertices, V, equal_nan=True)
     ):
         raise FormatError(
-            f"{str(path)!r}: the vertices read do not match the file's 'v' lines in order; the vertex "
+            f"'{path}': the vertices read do not match the file's 'v' lines in order; the vertex "
             "order would change, which breaks per-vertex metric files"
         )
     return V, F
@@ -470,7 +471,7 @@ def _declared_counts(path: Path, kind: str):
             V = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
             if top > len(V):
                 raise MeshError(
-                    f"{str(path)!r}: faces index vertices that do not exist: the file has {len(V)} vertices "
+                    f"'{path}': faces index vertices that do not exist: the file has {len(V)} vertices "
                     f"and a face uses vertex {top} (1-based); the file is corrupt"
                 )
             return len(V), n_faces, V
@@ -540,23 +541,23 @@ def read_patch(path, n_vertices: int | None = None) -> tuple[np.ndarray, np.ndar
     raw = path.read_bytes()
     if len(raw) < 8 or int.from_bytes(raw[:4], "big", signed=True) != -1:
         raise FormatError(
-            f"{str(path)!r}: expected a FreeSurfer patch file (new format, starting with int32 -1); "
+            f"'{path}': expected a FreeSurfer patch file (new format, starting with int32 -1); "
             f"found first bytes {raw[:4].hex()}"
         )
     k = int.from_bytes(raw[4:8], "big", signed=True)
     rec = np.dtype([("vno", ">i4"), ("xyz", ">f4", 3)])
     if k <= 0 or len(raw) < 8 + k * rec.itemsize:
         raise FormatError(
-            f"{str(path)!r}: FreeSurfer patch is truncated or corrupt: it announces {k} vertices "
+            f"'{path}': FreeSurfer patch is truncated or corrupt: it announces {k} vertices "
             f"({8 + max(k, 0) * rec.itemsize} bytes), the file has {len(raw)} bytes"
         )
     data = np.frombuffer(raw, dtype=rec, count=k, offset=8)
     vno = np.abs(data["vno"].astype(np.int64)) - 1
     if (vno < 0).any():
-        raise FormatError(f"{str(path)!r}: FreeSurfer patch holds a vertex number 0 (numbers are 1-based)")
+        raise FormatError(f"'{path}': FreeSurfer patch holds a vertex number 0 (numbers are 1-based)")
     if n_vertices is not None and vno.max() >= n_vertices:
         raise MaskError(
-            f"{str(path)!r}: the patch uses vertex {int(vno.max())}, but the surface has {n_vertices} vertices; "
+            f"'{path}': the patch uses vertex {int(vno.max())}, but the surface has {n_vertices} vertices; "
             "check the hemisphere and subject"
         )
     return vno, np.ascontiguousarray(data["xyz"], dtype=np.float64)
@@ -633,10 +634,10 @@ def read_metric(path, hemi: str | None = None, *, map_index: int | str = 0, n_ve
             raise _corrupt(path, "a NumPy .npy array", err) from err
         x = _select_column(_squeeze_values(x, path), map_index, path)
     elif kind in ("fs_geometry", "fs_quad", "obj", "ply", "off", "fs_patch"):
-        raise FormatError(f"{str(path)!r} is a surface ({kind}), not per-vertex values; read it with read_surface")
+        raise FormatError(f"'{path}' is a surface ({kind}), not per-vertex values; read it with read_surface")
     else:
         raise FormatError(
-            f"{str(path)!r} ({kind}) is not a metric format read_metric supports; for FreeSurfer .label/.annot "
+            f"'{path}' ({kind}) is not a metric format read_metric supports; for FreeSurfer .label/.annot "
             "files use read_mask"
         )
     return check_metric(x, len(x) if n_vertices is None else n_vertices, str(path))
@@ -648,11 +649,11 @@ def _read_fs_morph(path: Path) -> np.ndarray:
     size = path.stat().st_size
     head = _head(path, 15)
     if len(head) < 15:
-        raise FormatError(f"{str(path)!r}: FreeSurfer morph file is truncated: {size} bytes, less than its header")
+        raise FormatError(f"'{path}': FreeSurfer morph file is truncated: {size} bytes, less than its header")
     vnum = int.from_bytes(head[3:7], "big", signed=True)
     if vnum <= 0 or size < 15 + 4 * vnum:
         raise FormatError(
-            f"{str(path)!r}: FreeSurfer morph file is truncated or corrupt: its header announces {vnum} values "
+            f"'{path}': FreeSurfer morph file is truncated or corrupt: its header announces {vnum} values "
             f"({15 + 4 * max(vnum, 0)} bytes), the file has {size} bytes; re-copy it"
         )
     try:
@@ -673,12 +674,12 @@ def _read_fs_morph_old(path: Path) -> np.ndarray:
 def _squeeze_values(x, path: Path) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 0:
-        raise FormatError(f"{str(path)!r}: expected one value per vertex; found a single number")
+        raise FormatError(f"'{path}': expected one value per vertex; found a single number")
     # drop singleton axes but keep the first (vertex) axis
     shape = [x.shape[0]] + [s for s in x.shape[1:] if s != 1]
     if len(shape) > 2:
         raise FormatError(
-            f"{str(path)!r}: expected one value per vertex (n,) or several maps (n, k); found shape {x.shape}. "
+            f"'{path}': expected one value per vertex (n,) or several maps (n, k); found shape {x.shape}. "
             "Is this a volume rather than surface data?"
         )
     return x.reshape(shape)
@@ -687,11 +688,11 @@ def _squeeze_values(x, path: Path) -> np.ndarray:
 def _select_column(x: np.ndarray, map_index, path: Path) -> np.ndarray:
     if x.ndim == 1:
         if map_index not in (0, None):
-            raise FormatError(f"{str(path)!r}: holds a single map; map_index={map_index!r} does not exist")
+            raise FormatError(f"'{path}': holds a single map; map_index={map_index!r} does not exist")
         return x
     if not isinstance(map_index, (int, np.integer)) or not -x.shape[1] <= map_index < x.shape[1]:
         raise FormatError(
-            f"{str(path)!r}: holds {x.shape[1]} maps (columns); map_index should be an int in "
+            f"'{path}': holds {x.shape[1]} maps (columns); map_index should be an int in "
             f"[0, {x.shape[1] - 1}]; {map_index!r} was provided"
         )
     return x[:, map_index]
@@ -705,7 +706,7 @@ def _read_text(path: Path, map_index) -> np.ndarray:
     except Exception as err:
         raise _corrupt(path, "plain numbers (one value per line)", err) from err
     if x.size == 0:
-        raise FormatError(f"{str(path)!r}: holds no numbers; expected one value per vertex")
+        raise FormatError(f"'{path}': holds no numbers; expected one value per vertex")
     return _select_column(_squeeze_values(x, path), map_index, path)
 
 
@@ -727,7 +728,7 @@ def _read_gifti_values(path: Path, hemi, map_index) -> np.ndarray:
     arrays = [d for d in img.darrays if d.intent not in geometry]
     if not arrays:
         raise FormatError(
-            f"{str(path)!r}: holds a surface (POINTSET/TRIANGLE arrays), not per-vertex values; "
+            f"'{path}': holds a surface (POINTSET/TRIANGLE arrays), not per-vertex values; "
             "read it with read_surface"
         )
     if hemi is not None:
@@ -735,12 +736,12 @@ def _read_gifti_values(path: Path, hemi, map_index) -> np.ndarray:
         want = _GIFTI_STRUCTURE[normalize_hemi(hemi)]
         if structure in _GIFTI_STRUCTURE.values() and structure != want:
             raise MetricError(
-                f"{str(path)!r}: the file is for {structure} (AnatomicalStructurePrimary), but hemi={hemi!r} "
+                f"'{path}': the file is for {structure} (AnatomicalStructurePrimary), but hemi={hemi!r} "
                 "was requested; pass the other hemisphere's file"
             )
     if not isinstance(map_index, (int, np.integer)) or not -len(arrays) <= map_index < len(arrays):
         raise FormatError(
-            f"{str(path)!r}: holds {len(arrays)} data array(s); map_index should be an int in "
+            f"'{path}': holds {len(arrays)} data array(s); map_index should be an int in "
             f"[0, {len(arrays) - 1}]; {map_index!r} was provided"
         )
     x = np.asarray(arrays[map_index].data)
@@ -764,7 +765,7 @@ def _read_cifti(img, path: Path, hemi, map_index) -> np.ndarray:
 
     if hemi is None:
         raise MetricError(
-            f"{str(path)!r}: a CIFTI file can hold both hemispheres; pass hemi='left' or hemi='right'"
+            f"'{path}': a CIFTI file can hold both hemispheres; pass hemi='left' or hemi='right'"
         )
     side = normalize_hemi(hemi)
     try:
@@ -775,26 +776,26 @@ def _read_cifti(img, path: Path, hemi, map_index) -> np.ndarray:
         raise _corrupt(path, "CIFTI-2", err) from err
     if not isinstance(bm, cifti2.BrainModelAxis):
         raise FormatError(
-            f"{str(path)!r}: expected a CIFTI file with brain models along its columns (dscalar, dtseries, "
+            f"'{path}': expected a CIFTI file with brain models along its columns (dscalar, dtseries, "
             f"dlabel); found {type(bm).__name__}"
         )
     structure = _CIFTI_STRUCTURE[side]
     found = [name for name, _, _ in bm.iter_structures()]
     if structure not in found:
         raise MetricError(
-            f"{str(path)!r}: no {structure} in the file (hemi={hemi!r}); it holds {found}. "
+            f"'{path}': no {structure} in the file (hemi={hemi!r}); it holds {found}. "
             "Pass the other hemisphere or a file that holds this one"
         )
     names = list(getattr(row_axis, "name", []))
     if isinstance(map_index, str):
         if map_index not in names:
-            raise FormatError(f"{str(path)!r}: no map named {map_index!r}; the maps are {names}")
+            raise FormatError(f"'{path}': no map named {map_index!r}; the maps are {names}")
         row = names.index(map_index)
     elif isinstance(map_index, (int, np.integer)) and -data.shape[0] <= map_index < data.shape[0]:
         row = int(map_index)
     else:
         raise FormatError(
-            f"{str(path)!r}: holds {data.shape[0]} map(s); map_index should be an int in "
+            f"'{path}': holds {data.shape[0]} map(s); map_index should be an int in "
             f"[0, {data.shape[0] - 1}] or a map name; {map_index!r} was provided"
         )
     for name, slc, sub in bm.iter_structures():
@@ -804,7 +805,7 @@ def _read_cifti(img, path: Path, hemi, map_index) -> np.ndarray:
         vertex = np.asarray(sub.vertex, dtype=np.int64)
         if len(vertex) and (vertex.min() < 0 or vertex.max() >= n):
             raise FormatError(
-                f"{str(path)!r}: {structure} uses vertex {int(vertex.max())} but its surface has {n} vertices; "
+                f"'{path}': {structure} uses vertex {int(vertex.max())} but its surface has {n} vertices; "
                 "the file is corrupt"
             )
         out = np.full(n, np.nan)
@@ -871,13 +872,13 @@ def read_mask(path, n_vertices: int, *, label: str | Sequence[str] = "cortex", h
         if not np.isin(finite, (0.0, 1.0)).all():
             bad = np.unique(finite[~np.isin(finite, (0.0, 1.0))])
             raise MaskError(
-                f"{str(path)!r}: expected a 0/1 mask; found other values (e.g. {bad[:5].tolist()}). "
+                f"'{path}': expected a 0/1 mask; found other values (e.g. {bad[:5].tolist()}). "
                 "Threshold the metric yourself, or pass a label file"
             )
         keep = finite == 1.0
     if not keep.any():
         raise MaskError(
-            f"{str(path)!r}: the mask selects no vertex of the {n_vertices}; expected the vertices to keep "
+            f"'{path}': the mask selects no vertex of the {n_vertices}; expected the vertices to keep "
             "(the cortex). Check the label name or the file"
         )
     return keep
@@ -885,7 +886,9 @@ def read_mask(path, n_vertices: int, *, label: str | Sequence[str] = "cortex", h
 
 def _check_n_vertices(n_vertices) -> int:
     if isinstance(n_vertices, bool) or not isinstance(n_vertices, (int, np.integer)) or n_vertices <= 0:
-        raise MaskError(f"'n_vertices' should be a positive int (the surface's vertex count); {n_vertices!r} was provided")
+        raise MaskError(
+            f"'n_vertices' should be a positive int (the surface's vertex count); {n_vertices!r} was provided"
+        )
     return int(n_vertices)
 
 
@@ -900,7 +903,7 @@ def _read_fs_label(path: Path, n_vertices: int) -> np.ndarray:
         raise _corrupt(path, "a FreeSurfer label", err) from err
     if len(idx) and (idx.min() < 0 or idx.max() >= n_vertices):
         raise MaskError(
-            f"{str(path)!r}: the label lists vertex {int(idx.max() if idx.max() >= n_vertices else idx.min())}, "
+            f"'{path}': the label lists vertex {int(idx.max() if idx.max() >= n_vertices else idx.min())}, "
             f"but the surface has {n_vertices} vertices; check the hemisphere, subject and mesh resolution"
         )
     keep = np.zeros(n_vertices, dtype=bool)
@@ -922,7 +925,7 @@ def _label_keys(names: dict, label, path: Path) -> list:
                 break
     if not keys:
         raise MaskError(
-            f"{str(path)!r}: no label matches {wanted} (case-insensitive substring); the labels are "
+            f"'{path}': no label matches {wanted} (case-insensitive substring); the labels are "
             f"{sorted(str(v) for v in names.values())}. Pass label= one of them"
         )
     return keys
@@ -944,13 +947,13 @@ def _read_gifti_label(path: Path, n_vertices: int, label, hemi) -> np.ndarray:
         structure = _gifti_structure(img)
         want = _GIFTI_STRUCTURE[normalize_hemi(hemi)]
         if structure in _GIFTI_STRUCTURE.values() and structure != want:
-            raise MaskError(f"{str(path)!r}: the file is for {structure}, but hemi={hemi!r} was requested")
+            raise MaskError(f"'{path}': the file is for {structure}, but hemi={hemi!r} was requested")
     code = intent_codes.code["NIFTI_INTENT_LABEL"]
     d = next(d for d in img.darrays if d.intent == code)
     values = _squeeze_values(np.asarray(d.data), path)
     if values.ndim != 1 or len(values) != n_vertices:
         raise MaskError(
-            f"{str(path)!r}: expected {n_vertices} labels (one per vertex); found shape {values.shape}. "
+            f"'{path}': expected {n_vertices} labels (one per vertex); found shape {values.shape}. "
             "Check the hemisphere and mesh resolution"
         )
     names = img.labeltable.get_labels_as_dict()
@@ -966,7 +969,7 @@ def _read_annot(path: Path, n_vertices: int, label) -> np.ndarray:
         raise _corrupt(path, "a FreeSurfer annotation", err) from err
     if len(labels) != n_vertices:
         raise MaskError(
-            f"{str(path)!r}: expected {n_vertices} labels (one per vertex); found {len(labels)}. "
+            f"'{path}': expected {n_vertices} labels (one per vertex); found {len(labels)}. "
             "Check the hemisphere and mesh resolution"
         )
     table = {i: (n.decode() if isinstance(n, bytes) else str(n)) for i, n in enumerate(names)}
@@ -985,12 +988,14 @@ def _target(path, kinds: tuple[str, ...], what: str) -> Path:
     name = path.name.lower()
     if not (name.endswith(".gii") or name.endswith(".gii.gz")):
         raise FormatError(
-            f"{str(path)!r}: {what} writes GIFTI; name the file with one of {list(kinds)} (optionally + '.gz')"
+            f"'{path}': {what} writes GIFTI; name the file with one of {list(kinds)} (optionally + '.gz')"
         )
     if not path.parent.exists():
-        raise InputFileNotFoundError(f"{str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first")
+        raise InputFileNotFoundError(
+            f"'{path}': the folder {str(path.parent)!r} does not exist; create it first"
+        )
     if path.is_dir():
-        raise FormatError(f"{str(path)!r} is a folder; expected a file name")
+        raise FormatError(f"'{path}' is a folder; expected a file name")
     return path
 
 

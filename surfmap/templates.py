@@ -43,11 +43,11 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Mapping
 
 import numpy as np
 
@@ -61,7 +61,13 @@ AVAILABLE_TEMPLATES = ("fsaverage5", "fslr32k")
 
 _N_VERTICES = {"fsaverage5": 10242, "fslr32k": 32492}
 _DEFAULT_SURFACE = {"fsaverage5": "white", "fslr32k": "midthickness"}
-_FSAVERAGE5_SURFACES = {"white": "white", "pial": "pial", "inflated": "infl", "sphere": "sphere", "flat": "flat"}
+_FSAVERAGE5_SURFACES = {
+    "white": "white",
+    "pial": "pial",
+    "inflated": "infl",
+    "sphere": "sphere",
+    "flat": "flat",
+}
 _FSAVERAGE5_METRICS = {"thickness": "thick", "curvature": "curv", "sulc": "sulc"}
 _FSLR_SURFACES = {"midthickness": "conte69_32k_{h}.gii", "sphere": "conte69_32k_{h}_sphere.gii"}
 _FSLR_METRICS = {"thickness": "thickness", "curvature": "curvature", "myelin": "t1wt2w"}
@@ -207,7 +213,7 @@ def _read(fn, *args, **kwargs):
         raise TemplateError(f"template data unreadable: {err}") from err
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_surface(name: str, hemi: str, kind: str) -> Mesh:
     if name == "fsaverage5":
         path = _fsaverage5_dir() / f"{_FSAVERAGE5_SURFACES[kind]}_{hemi}.gii.gz"
@@ -225,7 +231,7 @@ def _readonly(x: np.ndarray) -> np.ndarray:
     return x
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fslr_table(metric_file: str) -> np.ndarray:
     path = _brainspace_dir() / "matrices" / "main_group" / f"conte69_32k_{metric_file}.csv"
     x = _read(read_metric, path, n_vertices=2 * _N_VERTICES["fslr32k"])
@@ -233,7 +239,7 @@ def _fslr_table(metric_file: str) -> np.ndarray:
     return x
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_template(name: str, hemi: str, kind: str) -> Hemisphere:
     n = _N_VERTICES[name]
     mesh = _load_surface(name, hemi, kind)

@@ -87,29 +87,36 @@ def make_icosphere(subdivisions: int = 2) -> Mesh:
     )  # fmt: skip
     V = V / np.linalg.norm(V, axis=1, keepdims=True)
     for _ in range(subdivisions):
-        verts = list(V)
-        cache: dict[tuple[int, int], int] = {}
-
-        def mid(a: int, b: int) -> int:
-            key = (min(a, b), max(a, b))
-            if key not in cache:
-                p = verts[a] + verts[b]
-                verts.append(p / np.linalg.norm(p))
-                cache[key] = len(verts) - 1
-            return cache[key]
-
-        new = []
-        for a, b, c in F:
-            ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
-            new += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
-        V, F = np.array(verts), np.array(new, dtype=np.int64)
+        V, F = _subdivide(V, F)
     return Mesh(V, F, name=f"icosphere{subdivisions}")
+
+
+def _subdivide(V: np.ndarray, F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split each face in four, new vertices on the unit sphere."""
+    verts = list(V)
+    cache: dict[tuple[int, int], int] = {}
+
+    def mid(a: int, b: int) -> int:
+        key = (min(a, b), max(a, b))
+        if key not in cache:
+            p = verts[a] + verts[b]
+            verts.append(p / np.linalg.norm(p))
+            cache[key] = len(verts) - 1
+        return cache[key]
+
+    new = []
+    for a, b, c in F:
+        ab, bc, ca = mid(a, b), mid(b, c), mid(c, a)
+        new += [[a, ab, ca], [b, bc, ab], [c, ca, bc], [ab, bc, ca]]
+    return np.array(verts), np.array(new, dtype=np.int64)
 
 
 @pytest.fixture
 def meshes():
     """The mesh builders, to make meshes of other sizes: ``meshes.grid(10)``, ``meshes.icosphere(1)``."""
-    return SimpleNamespace(grid=make_grid, disk=make_disk, hemisphere=make_hemisphere, icosphere=make_icosphere)
+    return SimpleNamespace(
+        grid=make_grid, disk=make_disk, hemisphere=make_hemisphere, icosphere=make_icosphere
+    )
 
 
 @pytest.fixture

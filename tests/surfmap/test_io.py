@@ -96,7 +96,9 @@ def test_read_surface_freesurfer_cras_kept_as_stored_by_default(tmp_path, f32_me
     cras = [1.5, -20.25, 12.0]
     write_geometry(str(path), f32_mesh.vertices, f32_mesh.faces, volume_info=_volume_info(cras))
     np.testing.assert_array_equal(read_surface(path).vertices, f32_mesh.vertices)
-    np.testing.assert_allclose(read_surface(path, add_cras=True).vertices, f32_mesh.vertices + cras, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        read_surface(path, add_cras=True).vertices, f32_mesh.vertices + cras, rtol=0, atol=1e-12
+    )
 
 
 def test_read_surface_freesurfer_add_cras_without_footer_leaves_coordinates(tmp_path, f32_mesh):
@@ -144,7 +146,9 @@ def test_read_surface_obj_keeps_vertex_order(tmp_path, hemisphere_mesh):
 
 def test_read_surface_off_roundtrip(tmp_path, disk_mesh):
     V, F = disk_mesh.vertices, disk_mesh.faces
-    text = f"OFF\n{len(V)} {len(F)} 0\n" + "".join(f"{float(x)!r} {float(y)!r} {float(z)!r}\n" for x, y, z in V)
+    text = f"OFF\n{len(V)} {len(F)} 0\n" + "".join(
+        f"{float(x)!r} {float(y)!r} {float(z)!r}\n" for x, y, z in V
+    )
     text += "".join(f"3 {a} {b} {c}\n" for a, b, c in F)
     path = tmp_path / "m.off"
     path.write_text(text)
@@ -356,7 +360,9 @@ def test_read_metric_cifti_roundtrip_medial_wall_nan(tmp_path):
     right = np.setdiff1d(np.arange(n), [5, 6])
     full = rng.normal(size=(2, 2 * n)).astype(np.float32).astype(np.float64)
     maps = np.concatenate([full[:, :n][:, left], full[:, n:][:, right]], axis=1)
-    path = _cifti(tmp_path / "s.dscalar.nii", maps, {"CortexLeft": left, "CortexRight": right}, n, ["thick", "myelin"])
+    path = _cifti(
+        tmp_path / "s.dscalar.nii", maps, {"CortexLeft": left, "CortexRight": right}, n, ["thick", "myelin"]
+    )
 
     x = read_metric(path, hemi="left")
     assert x.shape == (n,)

@@ -45,7 +45,9 @@ def test_mesh_pads_2d_vertices():
 
 
 def test_mesh_nan_coordinates():
-    with pytest.raises(MeshError, match="src.gii: 1 vertices have NaN or infinite coordinates \\(first: vertex 1\\)"):
+    with pytest.raises(
+        MeshError, match="src.gii: 1 vertices have NaN or infinite coordinates \\(first: vertex 1\\)"
+    ):
         Mesh([[0, 0, 0], [np.nan, 0, 0], [0, 1, 0]], [[0, 1, 2]], name="src.gii")
 
 
@@ -145,11 +147,15 @@ def test_angles_from_lengths_needle_is_accurate(eps):
 
 
 def test_corner_angles_sum_to_pi(hemisphere_mesh):
-    np.testing.assert_allclose(corner_angles(hemisphere_mesh.vertices, hemisphere_mesh.faces).sum(axis=1), np.pi, rtol=1e-13)
+    np.testing.assert_allclose(
+        corner_angles(hemisphere_mesh.vertices, hemisphere_mesh.faces).sum(axis=1), np.pi, rtol=1e-13
+    )
 
 
 def _angle_sums(m):
-    return np.bincount(m.faces.ravel(), weights=corner_angles(m.vertices, m.faces).ravel(), minlength=m.n_vertices)
+    return np.bincount(
+        m.faces.ravel(), weights=corner_angles(m.vertices, m.faces).ravel(), minlength=m.n_vertices
+    )
 
 
 def test_angle_sums_planar_interior_is_2pi(grid_mesh):
@@ -170,7 +176,9 @@ def test_angle_defects_gauss_bonnet(meshes, which):
 
 
 def test_face_normals_orientation(grid_mesh, icosphere_mesh):
-    np.testing.assert_allclose(face_normals(grid_mesh.vertices, grid_mesh.faces), [[0, 0, 1]] * 50, atol=1e-15)
+    np.testing.assert_allclose(
+        face_normals(grid_mesh.vertices, grid_mesh.faces), [[0, 0, 1]] * 50, atol=1e-15
+    )
     V, F = icosphere_mesh.vertices, icosphere_mesh.faces
     N = face_normals(V, F)
     assert (np.einsum("ij,ij->i", N, V[F].mean(axis=1)) > 0.9).all()  # outward
@@ -242,7 +250,12 @@ def _torus(n=6, m=5):
 
 
 def test_euler_characteristic(grid_mesh, disk_mesh, hemisphere_mesh, icosphere_mesh):
-    assert [m.euler_characteristic for m in (grid_mesh, disk_mesh, hemisphere_mesh, icosphere_mesh)] == [1, 1, 1, 2]
+    assert [m.euler_characteristic for m in (grid_mesh, disk_mesh, hemisphere_mesh, icosphere_mesh)] == [
+        1,
+        1,
+        1,
+        2,
+    ]
     assert euler_characteristic(_torus().faces) == 0
 
 
@@ -407,7 +420,9 @@ def test_cut_zero_area_interior_face(meshes):
 
 def test_cut_annulus(icosphere_mesh):
     keep = np.abs(icosphere_mesh.vertices[:, 2]) < 0.5  # a band: both caps are large holes
-    with pytest.raises(MeshError, match=r"1 connected component\(s\), 2 boundary loop\(s\).*leaves an annulus"):
+    with pytest.raises(
+        MeshError, match=r"1 connected component\(s\), 2 boundary loop\(s\).*leaves an annulus"
+    ):
         cut(icosphere_mesh, keep)
 
 
@@ -438,7 +453,9 @@ def test_cut_full_mask_closed_mesh(icosphere_mesh):
 
 
 def test_cut_wrong_mask_length(icosphere_mesh):
-    with pytest.raises(MaskError, match=re.escape("expected a mask of 162 values") + ".*found shape \\(10,\\)"):
+    with pytest.raises(
+        MaskError, match=re.escape("expected a mask of 162 values") + ".*found shape \\(10,\\)"
+    ):
         cut(icosphere_mesh, np.ones(10, dtype=bool))
 
 

@@ -71,7 +71,9 @@ def test_load_template_read_only():
         h.metrics["new"] = h.metrics["sulc"]
 
 
-@pytest.mark.parametrize("name, kinds", [("fsaverage5", ["pial", "inflated", "sphere"]), ("fslr32k", ["sphere"])])
+@pytest.mark.parametrize(
+    "name, kinds", [("fsaverage5", ["pial", "inflated", "sphere"]), ("fslr32k", ["sphere"])]
+)
 def test_hemisphere_surface_other_kinds_share_vertices(name, kinds):
     h = load_template(name, "left")
     for kind in kinds:
@@ -90,7 +92,9 @@ def test_load_template_surface_argument():
 
 
 def test_load_template_unknown_name():
-    with pytest.raises(TemplateError, match=r"'name' should be one of \['fsaverage5', 'fslr32k'\]; 'fsaverage' was"):
+    with pytest.raises(
+        TemplateError, match=r"'name' should be one of \['fsaverage5', 'fslr32k'\]; 'fsaverage' was"
+    ):
         load_template("fsaverage", "left")
 
 
@@ -109,7 +113,9 @@ def test_load_template_unknown_surface():
 def test_load_template_without_brainspace(monkeypatch):
     real = templates.importlib.util.find_spec
     monkeypatch.setattr(
-        templates.importlib.util, "find_spec", lambda name, *a: None if name == "brainspace" else real(name, *a)
+        templates.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "brainspace" else real(name, *a),
     )
     with pytest.raises(TemplateError, match=r'pip install "surfmap\[templates\]"'):
         templates._load_surface.__wrapped__("fslr32k", "left", "sphere")  # bypass the cache
