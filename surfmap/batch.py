@@ -196,24 +196,26 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def distortion_dict(fm) -> dict:
-    """The distortion summary written to distortion.json (:func:`surfmap.distortion`)."""
+def distortion_dict(fm, mesh=None) -> dict:
+    """The distortion summary written to distortion.json (:func:`surfmap.distortion`).
+
+    ``mesh``: the mesh ``fm.vertex_map`` indexes, when ``fm`` has no 3D ``vertices``.
+    """
     try:
         from .distortion import distortion
-    except ImportError:  # before surfmap.distortion exists: the per-face statistics from plotting
+    except ImportError:  # the distortion module is not installed: the per-face statistics from plotting
         from .plotting import face_distortion
 
-        d = face_distortion(fm)
+        d = face_distortion(fm, mesh)
         lar = np.abs(d["log_area_ratio"])
         return {
             "n_faces": int(len(fm.faces)),
-            "flipped_faces": int((fm.signed_areas() <= 0).sum()),
-            "abs_log_area_ratio_p95": float(np.nanpercentile(lar, 95)),
-            "abs_log_area_ratio_mean": float(np.nanmean(lar)),
+            "n_flipped": int((fm.signed_areas() <= 0).sum()),
+            "area_abs_p95": float(np.nanpercentile(lar, 95)),
+            "area_mean_abs": float(np.nanmean(lar)),
             "dilatation_mean": float(np.nanmean(d["dilatation"])),
-            "dilatation_max": float(np.nanmax(d["dilatation"])),
         }
-    return distortion(fm).to_dict()
+    return distortion(fm, mesh).to_dict()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -485,7 +487,7 @@ def prepare_template(out, hemi: str, template: str = "fslr32k", *, method: str =
     t0 = time.perf_counter()
     fm = flatten(mesh, tpl.cortex, method=method)
     fm.save(fm_path)
-    write_json_atomic(distortion_dict(fm), folder / "distortion.json")
+    write_json_atomic(distortion_dict(fm, mesh), folder / "distortion.json")
     write_json_atomic({"settings": settings, "n_vertices": tpl.n_vertices,
                        "seconds": round(time.perf_counter() - t0, 3)}, done)
     logger.info("template %s %s flattened (%s) -> %s", template, hemi, method, fm_path)
@@ -576,7 +578,7 @@ def _process(job: Job, out: Path) -> dict:
         fm = flatten(mesh, keep, method=job.method)
         R = Rasterizer(fm, size=job.size, mode=job.sampling, nan_policy=job.nan_policy)
         fm.save(out / "flatmap.npz")
-        write_json_atomic(distortion_dict(fm), out / "distortion.json")
+        write_json_atomic(distortion_dict(fm, mesh), out / "distortion.json")
         rel = out.relative_to(out.parent.parent)
         rec.update(flatmap=str(rel / "flatmap.npz"), distortion=str(rel / "distortion.json"), mode="native")
     values = {}

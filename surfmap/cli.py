@@ -161,7 +161,7 @@ def cmd_flatten(args) -> int:
     paths = {
         "flatmap": fm.save(out / "flatmap.npz"),
         "images": write_npz_atomic(out / "images.npz", images=images, channels=np.array(channels)),
-        "distortion": write_json_atomic(distortion_dict(fm), out / "distortion.json"),
+        "distortion": write_json_atomic(distortion_dict(fm, mesh), out / "distortion.json"),
     }
     fig = plot_images(images, channels, fm=fm, units=_UNITS,
                       title=f"{Path(args.surface).name}: {args.method} map, {fm.n_vertices} vertices")
@@ -238,16 +238,15 @@ def cmd_demo(args) -> int:
         return 0
     metrics = dict(tpl.metrics)
     files = []
-    maps = {}
+    per_face = {}
     summary = {}
     for method, label in (("conformal", "conformal"), ("area", "area-preserving")):
         t0 = time.perf_counter()
         fm = flatten(tpl.mesh, tpl.cortex, method=method)
         seconds = time.perf_counter() - t0
-        maps[label] = fm
-        R = Rasterizer(fm, size=size, nan_policy="ignore")
+        R = Rasterizer(fm, size=size)
         images = R(metrics)
-        d = distortion_dict(fm)
+        d = distortion_dict(fm, tpl.mesh)
         summary[method] = {"seconds": round(seconds, 2), **_short_distortion(d)}
         files.append(fm.save(out / f"flatmap_{method}.npz"))
         files.append(write_npz_atomic(out / f"images_{method}.npz", images=images, channels=np.array(R.channels)))
@@ -257,11 +256,11 @@ def cmd_demo(args) -> int:
         files.append(save_figure(fig, out / f"images_{method}.png"))
         from .plotting import face_distortion
 
-        lar = face_distortion(fm)["log_area_ratio"]
-        fig = plot_flatmap(fm, lar, label="log(flat area / surface area)",
-                           title=f"{label} map: {fm.n_vertices} vertices, faces coloured by area distortion")
+        per_face[label] = face_distortion(fm, tpl.mesh)
+        fig = plot_flatmap(fm, per_face[label]["log_area_ratio"], label="log(flat area / surface area)",
+                           title=f"{label} map, {fm.n_vertices} vertices\nfaces coloured by area distortion")
         files.append(save_figure(fig, out / f"flatmap_{method}.png"))
-    fig = plot_distortion_histograms(maps, title=f"{args.template} {args.hemi}: distortion per face")
+    fig = plot_distortion_histograms(per_face, title=f"{args.template} {args.hemi}: distortion per face")
     files.append(save_figure(fig, out / "distortion_histograms.png"))
     for method, s in summary.items():
         print(f"  {method:<9}: " + ", ".join(f"{k} {v}" for k, v in s.items()))

@@ -177,10 +177,11 @@ def plot_flatmap(fm, values=None, *, ax=None, label: str | None = None, edges: b
     return fig
 
 
-def face_distortion(fm) -> dict:
-    """Per-face distortion of a flat map with 3D ``vertices``.
+def face_distortion(fm, mesh=None) -> dict:
+    """Per-face distortion of a flat map against its 3D surface.
 
-    Uses :func:`surfmap.distortion` when it provides per-face arrays; otherwise computes them.
+    From :func:`surfmap.distortion` (``fm.vertices``, or ``mesh``: the mesh ``fm.vertex_map``
+    indexes); computed here only when that module is not installed.
 
     Returns
     -------
@@ -188,10 +189,19 @@ def face_distortion(fm) -> dict:
         ``"log_area_ratio"`` (m,): ``log((A_flat / sum A_flat) / (A_3d / sum A_3d))``;
         ``"dilatation"`` (m,): ``sigma1 / sigma2 >= 1`` of the face's affine map 3D -> plane.
     """
-    if fm.vertices is None:
-        raise ValueError("fm: the flat map has no 3D vertices; distortion needs them (FlatMap.vertices)")
+    try:
+        from .distortion import distortion
+    except ImportError:
+        return _face_distortion(fm, mesh)
+    d = distortion(fm, mesh)
+    return {"log_area_ratio": np.asarray(d.log_area_ratio), "dilatation": np.asarray(d.dilatation)}
+
+
+def _face_distortion(fm, mesh=None) -> dict:
+    X = fm.vertices if mesh is None else mesh.vertices[fm.vertex_map]
+    if X is None:
+        raise ValueError("fm: the flat map has no 3D vertices; pass the mesh it was computed from")
     F = fm.faces
-    X = fm.vertices
     e1, e2 = X[F[:, 1]] - X[F[:, 0]], X[F[:, 2]] - X[F[:, 0]]
     a3 = 0.5 * np.linalg.norm(np.cross(e1, e2), axis=1)
     a2 = fm.signed_areas()
@@ -217,7 +227,8 @@ def plot_distortion_histograms(maps: dict, *, bins: int = 80, title: str | None 
     Parameters
     ----------
     maps : dict
-        Label (e.g. ``"conformal"``, ``"area-preserving"``) -> FlatMap with 3D ``vertices``.
+        Label (e.g. ``"conformal"``, ``"area-preserving"``) -> FlatMap with 3D ``vertices``, or
+        a dict as returned by :func:`face_distortion`.
     bins : int
     title : str, optional
 
@@ -229,7 +240,7 @@ def plot_distortion_histograms(maps: dict, *, bins: int = 80, title: str | None 
     """
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    per_map = {label: face_distortion(fm) for label, fm in maps.items()}
+    per_map = {label: fm if isinstance(fm, dict) else face_distortion(fm) for label, fm in maps.items()}
     lar_all = np.concatenate([d["log_area_ratio"][np.isfinite(d["log_area_ratio"])] for d in per_map.values()])
     lo, hi = np.percentile(lar_all, [0.5, 99.5]) if lar_all.size else (-1, 1)
     edges_a = np.linspace(min(lo, -0.1), max(hi, 0.1), bins + 1)
