@@ -481,7 +481,8 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
     MaskError
         ``keep`` has the wrong length or selects no vertex or every vertex of a closed mesh.
     MeshError
-        Non-manifold edges, unrepairable zero-area faces, or a result that is not a disk
+        Non-manifold edges, inconsistently oriented or repeated faces, unrepairable zero-area
+        faces, or a result that is not a disk
         (the message gives the number of components, boundary loops and the Euler characteristic).
     """
     n = mesh.n_vertices
@@ -503,6 +504,16 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
         raise MeshError(
             f"{mesh.name}: {len(nm)} non-manifold edges (shared by more than two faces), first {nm[0].tolist()}; "
             "such a mesh cannot be flattened: repair it (e.g. remove duplicate faces) first"
+        )
+    a, b = _half_edges(F)
+    directed, counts = np.unique(a * n + b, return_counts=True)
+    twice = directed[counts > 1]
+    if len(twice):
+        first = [int(twice[0] // n), int(twice[0] % n)]
+        raise MeshError(
+            f"{mesh.name}: {len(twice)} edges are used twice in the same direction (first {first}): the faces "
+            "are not consistently oriented, or a face is repeated; reorient the faces (e.g. "
+            "trimesh.repair.fix_winding) and remove duplicates first"
         )
     if n_keep == n and not boundary_loops(F):
         raise MaskError(

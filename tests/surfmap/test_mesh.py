@@ -442,6 +442,13 @@ def test_cut_non_manifold_edge(disk_mesh):
         cut(Mesh(V, F, name="fin"), np.ones(len(V), dtype=bool))
 
 
+def test_cut_inconsistent_orientation(disk_mesh):
+    F = disk_mesh.faces.copy()
+    F[20] = F[20, ::-1]
+    with pytest.raises(MeshError, match="3 edges are used twice in the same direction.*not consistently oriented"):
+        cut(Mesh(disk_mesh.vertices, F, name="flipped"), np.ones(disk_mesh.n_vertices, dtype=bool))
+
+
 def test_cut_empty_mask(icosphere_mesh):
     with pytest.raises(MaskError, match="selects no vertex"):
         cut(icosphere_mesh, np.zeros(icosphere_mesh.n_vertices, dtype=bool))
