@@ -205,6 +205,8 @@ def run_worker(spec: dict) -> dict:
         out["note"] = note
     if spec.get("profile"):
         out["profile"] = _profile_top(lambda: method.run(prepared))
+    if method.finish is not None:
+        method.finish(prepared, res)
     stats, d, K = distortion(res.vertices3d, res.faces, res.uv)
     out["distortion"] = stats
     if spec.get("out"):

@@ -20,6 +20,7 @@ class Result:
     faces: np.ndarray  # (m, 3) int64, indexing uv
     vertices3d: np.ndarray  # (k, 3) float64, the 3D position of each uv row
     info: dict = field(default_factory=dict)
+    flatmap: Any = None  # surfmap's FlatMap, when the method makes one
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,10 @@ class Method:
     tool: str  # "surfmap" | "libigl" | ...
     prepare: Callable[..., Any]
     run: Callable[[Any], Result]
-    needs_corners: bool = False
+    needs_corners: bool = False  # takes ``corners=`` (surfmap's conformal corners of the same cortex)
+    needs_conformal: bool = False  # takes ``init_path=`` (surfmap's conformal map of the same cortex)
+    gives_conformal: bool = False  # takes ``save_to=`` (where to write its conformal map)
+    finish: Callable[[Any, Result], None] | None = None  # after the timed calls (e.g. save the map)
 
 
 def _disk_inputs(case):
@@ -131,26 +135,40 @@ def _igl_harmonic_square(prep) -> Result:
 def _fm_result(fm, V3) -> Result:
     info = dict(fm.info)
     info["corners"] = np.asarray(fm.corners).tolist()
-    return Result(fm.uv, fm.faces, V3[fm.vertex_map], info)
+    return Result(fm.uv, fm.faces, V3[fm.vertex_map], info, flatmap=fm)
 
 
-def _prep_surfmap_disk(case, **_):
+def _prep_surfmap_disk(case, save_to=None, **_):
     import surfmap
 
     surfmap.conformal_map, surfmap.area_preserving_map  # noqa: B018  (import outside the timing)
-    return case.disk
+    return case.disk, save_to
 
 
-def _surfmap_conformal(disk) -> Result:
+def _surfmap_conformal(prep) -> Result:
     import surfmap
 
+    disk, _ = prep
     return _fm_result(surfmap.conformal_map(disk), disk.vertices)
 
 
-def _prep_surfmap_ot(case, **_):
+def _save_conformal(prep, res: Result) -> None:
+    """After the timing: write the map to ``save_to`` (the OT stage's input)."""
+    save_to = prep[1]
+    if save_to and res.flatmap is not None:
+        res.flatmap.save(save_to)
+
+
+def _prep_surfmap_ot(case, init_path=None, **_):
+    """The conformal map is an input: read from ``init_path`` (written by the conformal run of the
+    same case) when it exists, else computed here (not timed)."""
+    import os
+
     import surfmap
 
     disk = case.disk
+    if init_path and os.path.exists(init_path):
+        return disk, surfmap.FlatMap.load(init_path)
     return disk, surfmap.conformal_map(disk)
 
 
@@ -181,8 +199,9 @@ METHODS: dict[str, Method] = {
     m.name: m
     for m in [
         Method("surfmap_conformal", "surfmap conformal (Ricci flow)", "surfmap", _prep_surfmap_disk,
-               _surfmap_conformal),
-        Method("surfmap_ot", "surfmap OT stage (from conformal)", "surfmap", _prep_surfmap_ot, _surfmap_ot),
+               _surfmap_conformal, gives_conformal=True, finish=_save_conformal),
+        Method("surfmap_ot", "surfmap OT stage (from conformal)", "surfmap", _prep_surfmap_ot, _surfmap_ot,
+               needs_conformal=True),
         Method("surfmap_flatten", "surfmap flatten (cut+conformal+OT)", "surfmap", _prep_surfmap_flatten,
                _surfmap_flatten),
         Method("igl_lscm", "libigl LSCM (2 fixed vertices)", "libigl", _prep_igl, _igl_lscm),

@@ -180,10 +180,10 @@ def write_histograms(rows: list[dict], out: Path, case: str) -> list[Path]:
             with np.load(r["faces_file"]) as z:
                 d, K = np.abs(z["d"]), z["K"]
             lab = r.get("label", r["method"])
-            axes[0].hist(d, bins=np.linspace(0, 3, 121), histtype="step", label=lab, density=True)
+            axes[0].hist(np.clip(d, 0, 4), bins=np.linspace(0, 4, 161), histtype="step", label=lab, density=True)
             axes[1].hist(np.clip(K, 1, 4), bins=np.linspace(1, 4, 121), histtype="step", label=lab,
                          density=True)
-        axes[0].set_xlabel("|log area ratio| per face (natural log, totals normalised)")
+        axes[0].set_xlabel("|log area ratio| per face (natural log, totals normalised; clipped at 4)")
         axes[0].set_ylabel("density")
         axes[0].set_yscale("log")
         axes[1].set_xlabel("dilatation sigma1/sigma2 per face (clipped at 4)")

@@ -105,32 +105,52 @@ def _brief(r: dict) -> str:
         return f"skipped: {r['skipped']}"
     d = r.get("distortion", {})
     med = r.get("median_s")
-    return (f"first {r['first_s']:.3f}s warm {med if med is None else round(med, 3)}s "
-            f"mem +{r['peak_mem_mb']:.0f}MB flips {d.get('flipped')} "
+    timing = "no timing" if r.get("first_s") is None else (
+        f"first {r['first_s']:.3f}s warm " + ("-" if med is None else f"{med:.3f}s")
+        + f" mem +{r['peak_mem_mb']:.0f}MB")
+    return (f"{timing} flips {d.get('flipped')} "
             f"|d|95 {d.get('logarea_abs_p95', float('nan')):.3f} K {d.get('dilatation_mean', float('nan')):.3f}")
 
 
 # ---------------------------------------------------------------------------------------------
 # 1. comparison
 
+def _kwargs_for(name: str, case: Case, workdir: Path, corners) -> dict:
+    m = METHODS[name]
+    kwargs = {}
+    if m.needs_corners:
+        kwargs["corners"] = corners
+    conformal = str(workdir / f"{case.name}.conformal.npz")
+    if m.gives_conformal:
+        kwargs["save_to"] = conformal
+    if m.needs_conformal:
+        kwargs["init_path"] = conformal
+    return kwargs
+
+
+def run_methods(case: Case, methods: list[str], workdir: Path, *, repeats: int, profile: bool = False,
+                timeout: float = 1800.0, cap: float | None = None) -> list[dict]:
+    """Each method on one case, in order (surfmap's conformal first: its corners and map feed the
+    harmonic square map and the OT stage)."""
+    path = case.save(workdir / f"{case.name}.npz")
+    corners, rows = None, []
+    for name in methods:
+        if METHODS[name].needs_corners and corners is None:
+            log(f"  {case.name} {name}: surfmap's corners unavailable; quarter points by arc length")
+        r = measure_method(path, name, workdir, repeats=repeats, kwargs=_kwargs_for(name, case, workdir, corners),
+                           profile=profile and name.startswith("surfmap"), timeout=timeout, cap=cap)
+        r.update(case=case.name, n=case.n, label=METHODS[name].label, tool=METHODS[name].tool)
+        if name == "surfmap_conformal" and "info" in r:
+            corners = r["info"].get("corners")
+        log(f"  {case.name:<18} {name:<20} {_brief(r)}")
+        rows.append(r)
+    return rows
+
+
 def run_comparison(cases: list[Case], workdir: Path, *, repeats: int, profile_case: str | None) -> list[dict]:
     rows = []
     for case in cases:
-        path = case.save(workdir / f"{case.name}.npz")
-        corners = None
-        for name in COMPARE_METHODS:
-            kwargs = {}
-            if METHODS[name].needs_corners:
-                if corners is None:
-                    log(f"  {case.name} {name}: surfmap's corners unavailable; quarter points by arc length")
-                kwargs["corners"] = corners
-            r = measure_method(path, name, workdir, repeats=repeats, kwargs=kwargs,
-                               profile=(case.name == profile_case and name.startswith("surfmap")))
-            r.update(case=case.name, n=case.n, label=METHODS[name].label, tool=METHODS[name].tool)
-            if name == "surfmap_conformal" and "info" in r:
-                corners = r["info"].get("corners")
-            log(f"  {case.name:<18} {name:<20} {_brief(r)}")
-            rows.append(r)
+        rows += run_methods(case, COMPARE_METHODS, workdir, repeats=repeats, profile=case.name == profile_case)
     return rows
 
 
@@ -147,7 +167,7 @@ def run_freesurfer_flat(workdir: Path) -> list[dict]:
             r = dict(method=f"freesurfer_flat_{surf}", label=f"FreeSurfer flat patch vs {surf}",
                      tool="FreeSurfer", case=f"fsaverage5-{hemi}", n=int(len(used)), distortion=stats,
                      faces_file=str(out), note="precomputed patch (mris_flatten): no timing")
-            log(f"  fsaverage5-{hemi:<7} freesurfer_flat_{surf:<6} {_brief({**r, 'first_s': 0, 'peak_mem_mb': 0})}")
+            log(f"  fsaverage5-{hemi:<7} freesurfer_flat_{surf:<6} {_brief(r)}")
             rows.append(r)
     return rows
 
@@ -195,20 +215,11 @@ def _stage_timings(r: dict) -> dict:
 
 
 def run_scaling(base_rows: list[dict], cases: list[Case], workdir: Path, *, repeats_big: int,
-                cap: float, methods: list[str]) -> dict:
+                cap: float, methods: list[str], methods_largest: list[str] | None = None) -> dict:
     rows = [r for r in base_rows if r.get("method") in methods]
-    for case in cases:
-        path = case.save(workdir / f"{case.name}.npz")
-        corners = None
-        for name in methods:
-            kwargs = {"corners": corners} if METHODS[name].needs_corners else {}
-            r = measure_method(path, name, workdir, repeats=repeats_big, kwargs=kwargs,
-                               timeout=2.5 * cap + 30.0, cap=cap)
-            r.update(case=case.name, n=case.n, label=METHODS[name].label, tool=METHODS[name].tool)
-            if name == "surfmap_conformal" and "info" in r:
-                corners = r["info"].get("corners")
-            log(f"  {case.name:<18} {name:<20} {_brief(r)}")
-            rows.append(r)
+    for i, case in enumerate(cases):
+        ms = methods_largest if (methods_largest is not None and i == len(cases) - 1) else methods
+        rows += run_methods(case, ms, workdir, repeats=repeats_big, timeout=2.5 * cap + 30.0, cap=cap)
     exponents, stage_exponents = {}, {}
     for name in methods:
         rs = sorted([r for r in rows if r.get("method") == name], key=lambda r: r["n"])

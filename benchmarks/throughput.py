@@ -180,18 +180,22 @@ def batch(workdir: Path, quick: bool = False, n_subjects: int | None = None, job
     write_freesurfer_cohort(root, n_subjects)
     res = dict(cohort=f"{n_subjects} synthetic FreeSurfer subjects (fsaverage5 white, 2 hemispheres each)")
     parts = []
-    for j in jobs:
-        out = Path(workdir) / f"batch-out-j{j}"
-        cmd = _surfmap_cmd() + ["batch", str(root), "-o", str(out), "--jobs", str(j)]
+    runs = [("native", j, []) for j in jobs] + [("template", 1, ["--mode", "template", "--template", "fsaverage5"])]
+    for mode, j, extra in runs:
+        out = Path(workdir) / f"batch-out-{mode}-j{j}"
+        cmd = _surfmap_cmd() + ["batch", str(root), "-o", str(out), "--jobs", str(j), "--no-progress"] + extra
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - t0
+        key = f"{mode}_jobs{j}"
         if proc.returncode != 0:
-            res[f"jobs{j}_error"] = (proc.stderr or proc.stdout)[-500:]
+            res[f"{key}_error"] = (proc.stderr or proc.stdout)[-500:]
+            parts.append(f"{mode} --jobs {j}: failed")
             continue
-        res[f"jobs{j}_wall_s"] = wall
-        res[f"jobs{j}_subjects_per_min"] = n_subjects * 60.0 / wall
-        parts.append(f"--jobs {j}: {n_subjects * 60.0 / wall:.1f} subjects/min ({wall:.1f} s)")
-    res["command"] = "surfmap batch COHORT -o OUT --jobs N"
+        res[f"{key}_wall_s"] = wall
+        res[f"{key}_subjects_per_min"] = n_subjects * 60.0 / wall
+        parts.append(f"{mode} --jobs {j}: {n_subjects * 60.0 / wall:.1f} subjects/min ({wall:.1f} s)")
+    res["command"] = ("surfmap batch COHORT -o OUT --jobs N --no-progress "
+                      "[--mode template --template fsaverage5]")
     res["summary"] = "; ".join(parts) or "failed"
     return res
