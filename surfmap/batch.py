@@ -42,15 +42,15 @@ import numpy as np
 from .exceptions import InputFileNotFoundError, SurfmapError
 
 __all__ = [
-    "Job",
     "BatchResult",
+    "Job",
+    "detect_layout",
     "freesurfer_jobs",
     "hcp_jobs",
-    "table_jobs",
     "prepare_template",
-    "run_job",
     "run_batch",
-    "detect_layout",
+    "run_job",
+    "table_jobs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ def distortion_dict(fm, mesh=None) -> dict:
         d = face_distortion(fm, mesh)
         lar = np.abs(d["log_area_ratio"])
         return {
-            "n_faces": int(len(fm.faces)),
+            "n_faces": len(fm.faces),
             "n_flipped": int((fm.signed_areas() <= 0).sum()),
             "area_abs_p95": float(np.nanpercentile(lar, 95)),
             "area_mean_abs": float(np.nanmean(lar)),

@@ -7,7 +7,6 @@ Errors from surfmap (bad files, meshes that are not disks, ...) print one line,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -18,7 +17,7 @@ import numpy as np
 from . import __version__
 from .exceptions import SurfmapError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 logger = logging.getLogger("surfmap")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_images", "plot_flatmap", "plot_distortion_histograms", "face_distortion", "save_figure"]
+__all__ = ["face_distortion", "plot_distortion_histograms", "plot_flatmap", "plot_images", "save_figure"]
 
 # metrics whose sign matters (curvature, sulcal depth): a diverging map centred on 0
 _DIVERGING = ("curv", "sulc", "curvature", "depth")

@@ -40,7 +40,7 @@ from ._kernels import raster as _k
 from .exceptions import MeshError, MetricError
 from .flatmap import FlatMap
 
-__all__ = ["Rasterizer", "rasterize", "pixel_centres", "cached_rasterizer"]
+__all__ = ["Rasterizer", "cached_rasterizer", "pixel_centres", "rasterize"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class Rasterizer:
         weights = np.zeros((P, 3), dtype=np.float64)
         _k.locate_pixel_centres(fm.uv, fm.faces, size, _INSIDE_EPS, face_of, weights)
         missing = np.flatnonzero(face_of < 0)
-        self.n_outside = int(len(missing))
+        self.n_outside = len(missing)
         self.max_outside_distance = 0.0
         if len(missing):
             ea, eb, _, ef = _boundary_half_edges(fm.faces, fm.n_vertices)
@@ -399,7 +399,7 @@ class Rasterizer:
 
     @classmethod
     def for_template(cls, name: str = "fslr32k", hemi: str = "left", size: int = 224,
-                     method: str = "area", mode: str = "barycentric", nan_policy: str = "raise") -> "Rasterizer":
+                     method: str = "area", mode: str = "barycentric", nan_policy: str = "raise") -> Rasterizer:
         """The rasterizer of a bundled template's flat cortex, computed once per process.
 
         Flattens ``load_template(name, hemi)`` (mesh and cortex mask) with ``method`` on the first

@@ -9,18 +9,19 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
+from test_batch import cortex_of, make_freesurfer_dir, make_hcp_dir, metric_values, sphere, write_label
 
 import surfmap
 from surfmap.cli import main
 from surfmap.flatmap import FlatMap
-from test_batch import cortex_of, make_freesurfer_dir, make_hcp_dir, metric_values, sphere, write_label  # noqa: F401
 
 
 @pytest.fixture
 def flatten_fn(monkeypatch):
     """surfmap.flatten, or the test stand-in when the mapping modules are not installed yet."""
-    import surfmap.flatmap
     from test_batch import harmonic_flatten
+
+    import surfmap.flatmap
 
     if not hasattr(surfmap.flatmap, "flatten"):
         monkeypatch.setattr(surfmap.flatmap, "flatten", harmonic_flatten, raising=False)
@@ -124,5 +125,5 @@ def test_main_batch_freesurfer_template_mode_refused(tmp_path, meshes, capsys):
 
 def test_python_dash_m_surfmap_version():
     res = subprocess.run([sys.executable, "-m", "surfmap", "--version"], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=60, check=False)
     assert res.returncode == 0 and res.stdout.strip() == f"surfmap {surfmap.__version__}"

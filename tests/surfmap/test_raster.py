@@ -46,7 +46,7 @@ def test_rasterizer_piecewise_linear_exact():
 
 def test_rasterizer_global_linear_exact_at_pixel_centres():
     fm = grid_map(25, jitter=0.4, seed=3)
-    f = lambda u, v: 2.0 * u - 3.0 * v + 0.5  # noqa: E731
+    f = lambda u, v: 2.0 * u - 3.0 * v + 0.5
     img = Rasterizer(fm, size=64)(f(fm.uv[:, 0], fm.uv[:, 1]))
     c = pixel_centres(64)
     np.testing.assert_allclose(img[0].ravel(), f(c[:, 0], c[:, 1]), atol=1e-6)
