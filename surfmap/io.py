@@ -293,7 +293,9 @@ def check_metric(values, n_vertices: int, name: str = "values", *, allow_nan: bo
 def read_surface(path, *, add_cras: bool = False) -> Mesh:
     """Read a triangle mesh: FreeSurfer geometry, GIFTI ``.surf.gii`` (``.gii.gz``), OBJ, PLY or OFF.
 
-    Vertices keep the file's order, so per-vertex metric files stay aligned.
+    Vertices keep the file's order, so per-vertex metric files stay aligned. FreeSurfer quad
+    files (old format) are split into triangles as FreeSurfer does; polygons with more than three
+    vertices in OBJ/PLY/OFF files are refused (triangulating them silently would change the faces).
 
     **FreeSurfer coordinates and ``cras``.** FreeSurfer stores surface vertices in "tkregister"
     RAS (surface RAS), centred on the conformed volume; the file's footer holds ``cras``, the
@@ -433,6 +435,8 @@ def _read_trimesh(path: Path, kind: str):
     except SurfmapError:
         raise
     except Exception as err:
+        if "outside the range of its vertices" in str(err):  # trimesh's OFF reader
+            raise MeshError(f"'{path}': faces index vertices that do not exist ({err})") from err
         raise _corrupt(path, kind.upper(), err) from err
     V = np.asarray(getattr(tm, "vertices", np.zeros((0, 3))), dtype=np.float64)
     F = np.asarray(getattr(tm, "faces", np.zeros((0, 3))), dtype=np.int64)

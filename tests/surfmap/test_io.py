@@ -107,6 +107,20 @@ def test_read_surface_freesurfer_add_cras_without_footer_leaves_coordinates(tmp_
     np.testing.assert_array_equal(read_surface(path, add_cras=True).vertices, f32_mesh.vertices)
 
 
+def test_read_surface_freesurfer_quad_file(tmp_path):
+    # new quad format: magic 0xFFFFFD, 3-byte counts, float32 coordinates, 3-byte indices
+    V = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [0, 1, 0], [1, 1, 0], [2, 1, 0]], dtype=">f4")
+    quads = [[0, 1, 4, 3], [1, 2, 5, 4]]
+    raw = b"\xff\xff\xfd" + (6).to_bytes(3, "big") + (2).to_bytes(3, "big") + V.tobytes()
+    raw += b"".join(i.to_bytes(3, "big") for q in quads for i in q)
+    path = tmp_path / "lh.orig.nofix"
+    path.write_bytes(raw)
+    m = read_surface(path)
+    assert detect_format(path) == "fs_quad" and m.n_faces == 4
+    np.testing.assert_allclose(m.face_areas.sum(), 2.0, rtol=1e-15)
+    assert m.euler_characteristic == 1
+
+
 @pytest.mark.parametrize("name", ["mesh.surf.gii", "mesh.surf.gii.gz"])
 def test_write_surface_gifti_roundtrip(tmp_path, f32_mesh, name):
     path = write_surface(f32_mesh, tmp_path / name, hemi="lh")
@@ -221,6 +235,13 @@ def test_read_surface_faces_index_missing_vertices(tmp_path, f32_mesh):
 def test_read_surface_obj_faces_index_missing_vertices(tmp_path):
     path = tmp_path / "bad.obj"
     path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 2 3 4\n")
+    with pytest.raises(MeshError, match=re.escape(str(path)) + ".*vertices that do not exist"):
+        read_surface(path)
+
+
+def test_read_surface_off_faces_index_missing_vertices(tmp_path):
+    path = tmp_path / "bad.off"
+    path.write_text("OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n3 1 2 5\n")
     with pytest.raises(MeshError, match=re.escape(str(path)) + ".*vertices that do not exist"):
         read_surface(path)
 

@@ -445,7 +445,9 @@ def test_cut_non_manifold_edge(disk_mesh):
 def test_cut_inconsistent_orientation(disk_mesh):
     F = disk_mesh.faces.copy()
     F[20] = F[20, ::-1]
-    with pytest.raises(MeshError, match="3 edges are used twice in the same direction.*not consistently oriented"):
+    with pytest.raises(
+        MeshError, match="3 edges are used twice in the same direction.*not consistently oriented"
+    ):
         cut(Mesh(disk_mesh.vertices, F, name="flipped"), np.ones(disk_mesh.n_vertices, dtype=bool))
 
 
