@@ -29,84 +29,62 @@ from pathlib import Path
 
 import numpy as np
 
-LOG_1_1 = float(np.log(1.1))
+def distortion(V3, F, uv) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Distortion of the map ``V3 -> uv`` on faces ``F``, by :func:`surfmap.distortion` for every method.
 
-
-def _distortion(V3: np.ndarray, F: np.ndarray, uv: np.ndarray) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Area and angle distortion of the map ``V3 -> uv`` on faces ``F`` (ALGORITHMS.md section 3).
-
-    Orientation is the one of most of the area (a map mirrored as a whole is not "flipped").
-    Log ratios use the natural log on normalised totals; flipped faces are counted, and left
-    out of the log-ratio and dilatation statistics.
+    A map that comes out mirrored as a whole (e.g. LSCM, by the choice of its two fixed vertices)
+    is mirrored back first (u -> -u), so that "flipped" means folded, not mirrored; no statistic
+    depends on the map's position, scale or mirror image.
 
     Returns
     -------
     stats : dict
-    d : (m_ok,) float64, per-face log area ratio of the faces that are not flipped
-    K : (m_ok,) float64, per-face dilatation sigma1 / sigma2 of the same faces
+        ``surfmap.Distortion.to_dict()`` under the benchmark's names (see ``_NAMES``), plus
+        ``mirrored``.
+    d : (m_ok,) float64
+        Per-face log area ratio of the non-degenerate faces (for histograms).
+    K : (m_ok,) float64
+        Per-face dilatation sigma1 / sigma2 of the same faces.
     """
+    from surfmap.distortion import distortion as surfmap_distortion
+    from surfmap.flatmap import FlatMap
+
     V3 = np.asarray(V3, dtype=np.float64)
-    uv = np.asarray(uv, dtype=np.float64)[:, :2]
+    uv = np.array(uv, dtype=np.float64)[:, :2]
     F = np.asarray(F, dtype=np.int64)
-    p0, p1, p2 = V3[F[:, 0]], V3[F[:, 1]], V3[F[:, 2]]
-    q0, q1, q2 = uv[F[:, 0]], uv[F[:, 1]], uv[F[:, 2]]
-    e1, e2 = p1 - p0, p2 - p0
-    A3 = 0.5 * np.linalg.norm(np.cross(e1, e2), axis=1)
-    f1, f2 = q1 - q0, q2 - q0
-    a2 = 0.5 * (f1[:, 0] * f2[:, 1] - f1[:, 1] * f2[:, 0])
-    sign = 1.0 if a2.sum() >= 0 else -1.0
-    a2 = sign * a2
-    total2 = float(a2.sum())
-    flipped = a2 <= 0
-    degenerate = np.abs(a2) < 1e-14 * total2
-    ok = ~flipped & (A3 > 0)
-    d = np.log((a2[ok] / total2) / (A3[ok] / A3.sum()))
-    # Jacobian in a local orthonormal frame of each 3D triangle: J = Y X^-1
-    l1 = np.linalg.norm(e1, axis=1)
-    x11 = l1
-    x12 = np.einsum("ij,ij->i", e2, e1) / l1
-    x22 = 2.0 * A3 / l1
-    # X = [[x11, x12], [0, x22]];  X^-1 = [[1/x11, -x12/(x11 x22)], [0, 1/x22]]
-    i11, i12, i22 = 1.0 / x11, -x12 / (x11 * x22), 1.0 / x22
-    j11 = f1[:, 0] * i11
-    j12 = f1[:, 0] * i12 + f2[:, 0] * i22
-    j21 = f1[:, 1] * i11
-    j22 = f1[:, 1] * i12 + f2[:, 1] * i22
-    fro2 = j11**2 + j12**2 + j21**2 + j22**2
-    det = np.abs(j11 * j22 - j12 * j21)
-    disc = np.sqrt(np.maximum(fro2**2 - 4.0 * det**2, 0.0))
-    s1 = np.sqrt(0.5 * (fro2 + disc))
-    s2 = np.sqrt(np.maximum(0.5 * (fro2 - disc), 0.0))
-    s2 = np.maximum(s2, det / np.maximum(s1, 1e-300))  # the stabler form of sigma2
-    K = (s1 / s2)[ok]
-    mu = ((s1 - s2) / (s1 + s2))[ok]
-    ad = np.abs(d)
-    w = (A3[ok] / A3[ok].sum())
-    stats = dict(
-        n_faces=int(len(F)),
-        flipped=int(flipped.sum()),
-        degenerate=int(degenerate.sum()),
-        logarea_abs_mean=float(ad.mean()),
-        logarea_abs_median=float(np.median(ad)),
-        logarea_abs_p95=float(np.percentile(ad, 95)),
-        logarea_abs_areaweighted=float((w * ad).sum()),
-        logarea_sd=float(d.std()),
-        logarea_frac_within_10pct=float((ad < LOG_1_1).mean()),
-        dilatation_mean=float(K.mean()),
-        dilatation_median=float(np.median(K)),
-        dilatation_p95=float(np.percentile(K, 95)),
-        beltrami_abs_mean=float(mu.mean()),
-    )
-    return stats, d, K
+    e1, e2 = uv[F[:, 1]] - uv[F[:, 0]], uv[F[:, 2]] - uv[F[:, 0]]
+    mirrored = bool((e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]).sum() < 0)
+    if mirrored:
+        uv[:, 0] = -uv[:, 0]
+    k = len(uv)
+    fm = FlatMap(uv, F, np.arange(k), np.zeros(4, dtype=np.int64), vertices=V3)
+    dist = surfmap_distortion(fm)
+    raw = dist.to_dict()
+    stats = {ours: raw[theirs] for ours, theirs in _NAMES.items()}
+    stats["mirrored"] = mirrored
+    ok = np.isfinite(dist.log_area_ratio) & np.isfinite(dist.dilatation)
+    return stats, dist.log_area_ratio[ok], dist.dilatation[ok]
 
 
-def distortion(V3, F, uv) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Distortion statistics of a map, with the per-face arrays for histograms.
-
-    The statistics are the benchmark's own (:func:`_distortion`), so that every method,
-    surfmap's and the baselines', is measured by the same code.
-    """
-    return _distortion(V3, F, uv)
+# benchmark name -> surfmap.Distortion field
+_NAMES = dict(
+    n_faces="n_faces",
+    flipped="n_flipped",
+    degenerate="n_degenerate",
+    logarea_abs_mean="area_mean_abs",
+    logarea_abs_median="area_median_abs",
+    logarea_abs_p95="area_abs_p95",
+    logarea_abs_areaweighted="area_weighted_mean_abs",
+    logarea_sd="area_sd",
+    logarea_frac_within_10pct="area_fraction_within_10pct",
+    dilatation_mean="dilatation_mean",
+    dilatation_median="dilatation_median",
+    dilatation_p95="dilatation_p95",
+    beltrami_abs_mean="beltrami_mean",
+    angle_diff_abs_mean_deg="angle_mean_abs",
+    angle_diff_sd_deg="angle_sd",
+    angle_diff_abs_max_deg="angle_max_abs",
+)
 
 
 # ---------------------------------------------------------------------------------------------

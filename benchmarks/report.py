@@ -132,7 +132,8 @@ def markdown(results: dict) -> str:
          "the warm calls; × LSCM = warm median / libigl LSCM's warm median on the same cortex in the same run. "
          "Peak memory: the process's peak resident set during the calls (kernel counter `VmHWM`, reset "
          "before the first call) minus its resident set just before, native allocations included. d = natural log of the face's share of the flat area over its share of the 3D "
-         "area; K = sigma1/sigma2 of the face's Jacobian; flipped faces are left out of both and counted.\n"]
+         "area; K = sigma1/sigma2 of the face's Jacobian (both by `surfmap.distortion`, over non-degenerate faces); "
+         "flipped = faces with signed flat area <= 0 after mirroring a map that comes out mirrored as a whole.\n"]
     if results.get("comparison"):
         s += ["## Comparison\n", comparison_table(results["comparison"]), ""]
         s += [profile_section(results["comparison"])]
