@@ -730,6 +730,8 @@ def _read_gifti_values(path: Path, hemi, map_index) -> np.ndarray:
     img = _nib_load(path, "GIFTI")
     geometry = {intent_codes.code["NIFTI_INTENT_POINTSET"], intent_codes.code["NIFTI_INTENT_TRIANGLE"]}
     arrays = [d for d in img.darrays if d.intent not in geometry]
+    if not img.darrays:
+        raise FormatError(f"'{path}': the GIFTI file holds no data array; expected per-vertex values")
     if not arrays:
         raise FormatError(
             f"'{path}': holds a surface (POINTSET/TRIANGLE arrays), not per-vertex values; "
@@ -900,11 +902,19 @@ def _read_fs_label(path: Path, n_vertices: int) -> np.ndarray:
     from nibabel.freesurfer import read_label
 
     try:
+        with open(path, "rb") as f:
+            f.readline()  # "#!ascii label ..." comment
+            declared = int(f.readline().split()[0])
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            idx = np.asarray(read_label(str(path)), dtype=np.int64)
+            idx = np.asarray(read_label(str(path)), dtype=np.int64).reshape(-1)
     except Exception as err:
         raise _corrupt(path, "a FreeSurfer label", err) from err
+    if len(idx) != declared:
+        raise FormatError(
+            f"'{path}': FreeSurfer label is truncated or corrupt: its header announces {declared} vertices, "
+            f"{len(idx)} were read; re-copy or re-export it"
+        )
     if len(idx) and (idx.min() < 0 or idx.max() >= n_vertices):
         raise MaskError(
             f"'{path}': the label lists vertex {int(idx.max() if idx.max() >= n_vertices else idx.min())}, "

@@ -490,6 +490,28 @@ def test_read_mask_freesurfer_label(tmp_path):
     np.testing.assert_array_equal(np.flatnonzero(keep), [1, 4, 5, 9])
 
 
+def test_read_mask_freesurfer_label_truncated(tmp_path):
+    path = _fs_label(tmp_path / "lh.cortex.label", [1, 4, 5, 9])
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-2]) + "\n")
+    with pytest.raises(FormatError, match=re.escape(str(path)) + ".*announces 4 vertices, 2 were read"):
+        read_mask(path, 12)
+
+
+def test_read_mask_freesurfer_label_corrupt(tmp_path):
+    path = tmp_path / "lh.cortex.label"
+    path.write_text("#!ascii label\nfour\n1 0 0 0 0\n")
+    with pytest.raises(FormatError, match="truncated or corrupt"):
+        read_mask(path, 12)
+
+
+def test_read_metric_gifti_without_arrays(tmp_path):
+    path = tmp_path / "empty.shape.gii"
+    nib.save(GiftiImage(), str(path))
+    with pytest.raises(FormatError, match="holds no data array"):
+        read_metric(path)
+
+
 def test_read_mask_freesurfer_label_beyond_surface(tmp_path):
     path = _fs_label(tmp_path / "lh.cortex.label", [1, 40])
     with pytest.raises(MaskError, match="vertex 40.*12 vertices"):
