@@ -516,6 +516,7 @@ class SyntheticCohort:
         self.table = self._make_table()
         self._modes = {}
         self._weights = {}
+        self._effects = {}
         log.info(
             "SYNTHETIC cohort %r: %d subjects, %d sites, template %s, hemis %s, metrics %s",
             spec.name, len(self.table), len(spec.sites), spec.template, spec.hemis, self.metrics,
@@ -592,12 +593,16 @@ class SyntheticCohort:
 
     def effect_map(self, column: str, hemi: str, metric: str) -> np.ndarray:
         """Ground truth: the planted effect (Cohen's d per vertex) of ``column`` on ``metric``, (n,) float64."""
-        t = self.templates[hemi]
-        out = np.zeros(t.n_vertices)
-        for e in self.spec.effects:
-            if e.column == column and e.hemi == hemi and e.metric == metric:
-                out += e.size * geodesic_ball(t.mesh, e.center, e.radius_mm)
-        return out
+        key = (column, hemi, metric)
+        if key not in self._effects:
+            t = self.templates[hemi]
+            out = np.zeros(t.n_vertices)
+            for e in self.spec.effects:
+                if e.column == column and e.hemi == hemi and e.metric == metric:
+                    out += e.size * geodesic_ball(t.mesh, e.center, e.radius_mm)
+            out.flags.writeable = False
+            self._effects[key] = out
+        return self._effects[key]
 
     def metric_matrix(self, hemi: str, metric: str, rows=None, *, dtype=np.float64) -> np.ndarray:
         """Maps of one metric for the chosen subjects (table rows), ``(n_rows, n_vertices)``.
