@@ -47,7 +47,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 
@@ -71,6 +70,25 @@ _FSAVERAGE5_SURFACES = {
 _FSAVERAGE5_METRICS = {"thickness": "thick", "curvature": "curv", "sulc": "sulc"}
 _FSLR_SURFACES = {"midthickness": "conte69_32k_{h}.gii", "sphere": "conte69_32k_{h}_sphere.gii"}
 _FSLR_METRICS = {"thickness": "thickness", "curvature": "curvature", "myelin": "t1wt2w"}
+
+
+class _FrozenMapping(Mapping):
+    """A read-only mapping that, unlike ``types.MappingProxyType``, pickles (for process pools, Dask)."""
+
+    def __init__(self, data: dict):
+        self._data = dict(data)
+
+    def __getitem__(self, key):
+        return self._data[key]
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"{{{', '.join(f'{k!r}: <{v.shape[0]} values>' for k, v in self._data.items())}}}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -268,7 +286,7 @@ def _load_template(name: str, hemi: str, kind: str) -> Hemisphere:
         hemi=hemi,
         mesh=mesh,
         cortex=_readonly(cortex),
-        metrics=MappingProxyType({k: _readonly(np.asarray(v, dtype=np.float64)) for k, v in metrics.items()}),
+        metrics=_FrozenMapping({k: _readonly(np.asarray(v, dtype=np.float64)) for k, v in metrics.items()}),
         surface_kind=kind,
         surfaces=kinds,
         source=source,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -89,6 +91,14 @@ def test_load_template_surface_argument():
     assert h.surface_kind == "pial" and h.mesh.name == "fsaverage5.left.pial"
     assert load_template("fsaverage5", "left").surface_kind == "white"
     assert load_template("fslr32k", "left").surface_kind == "midthickness"
+
+
+def test_load_template_pickles():
+    h = load_template("fsaverage5", "right")
+    h2 = pickle.loads(pickle.dumps(h))
+    np.testing.assert_array_equal(h2.mesh.vertices, h.mesh.vertices)
+    np.testing.assert_array_equal(h2.metrics["sulc"], h.metrics["sulc"])
+    np.testing.assert_array_equal(h2.cortex, h.cortex)
 
 
 def test_load_template_unknown_name():
