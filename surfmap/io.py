@@ -867,8 +867,8 @@ def read_mask(path, n_vertices: int, *, label: str | Sequence[str] = "cortex", h
         keep = _read_fs_label(path, n_vertices)
     elif kind == "fs_annot":
         keep = _read_annot(path, n_vertices, label)
-    elif kind == "gifti" and _is_gifti_label(path):
-        keep = _read_gifti_label(path, n_vertices, label, hemi)
+    elif kind == "gifti" and _is_gifti_label(img := _nib_load(path, "GIFTI")):
+        keep = _read_gifti_label(img, path, n_vertices, label, hemi)
     else:
         try:
             x = read_metric(path, hemi=hemi, n_vertices=n_vertices)
@@ -945,18 +945,16 @@ def _label_keys(names: dict, label, path: Path) -> list:
     return keys
 
 
-def _is_gifti_label(path: Path) -> bool:
+def _is_gifti_label(img) -> bool:
     from nibabel.nifti1 import intent_codes
 
-    img = _nib_load(path, "GIFTI")
     code = intent_codes.code["NIFTI_INTENT_LABEL"]
     return any(d.intent == code for d in img.darrays)
 
 
-def _read_gifti_label(path: Path, n_vertices: int, label, hemi) -> np.ndarray:
+def _read_gifti_label(img, path: Path, n_vertices: int, label, hemi) -> np.ndarray:
     from nibabel.nifti1 import intent_codes
 
-    img = _nib_load(path, "GIFTI")
     if hemi is not None:
         structure = _gifti_structure(img)
         want = _GIFTI_STRUCTURE[normalize_hemi(hemi)]
@@ -1021,7 +1019,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -1031,10 +1029,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+_UMASK = _read_umask()  # once, at import: os.umask can only be read by setting it
 
 
 def _gifti_bytes(img, path: Path) -> bytes:
