@@ -46,14 +46,22 @@ def neighbour_lists(simplices, n):
             raw[fill[a]] = b
             raw[fill[a] + 1] = c
             fill[a] += 2
-    # sort + unique per row
+    # sort (insertion sort: rows are short) + unique per row
     out_ptr = np.zeros(n + 1, dtype=np.int64)
     out = np.empty(ptr[n], dtype=np.int64)
     m = 0
     for i in range(n):
-        row = np.sort(raw[ptr[i] : ptr[i + 1]])
+        lo, hi = ptr[i], ptr[i + 1]
+        for a in range(lo + 1, hi):
+            v = raw[a]
+            b = a - 1
+            while b >= lo and raw[b] > v:
+                raw[b + 1] = raw[b]
+                b -= 1
+            raw[b + 1] = v
         last = -1
-        for v in row:
+        for a in range(lo, hi):
+            v = raw[a]
             if v != last:
                 out[m] = v
                 m += 1
