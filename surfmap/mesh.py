@@ -291,9 +291,11 @@ def _half_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def edges(F) -> np.ndarray:
     """Unique undirected edges (e, 2) int64, each row sorted, rows in lexicographic order."""
+    F = np.asarray(F, dtype=np.int64)
+    n = int(F.max()) + 1
     a, b = _half_edges(F)
-    e = np.column_stack([np.minimum(a, b), np.maximum(a, b)])
-    return np.unique(e, axis=0)
+    key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    return np.column_stack([key // n, key % n])
 
 
 def _edge_face_counts(F: np.ndarray, n: int):
