@@ -22,6 +22,8 @@ import time
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.optimize import brentq
+from scipy.special import ellipj, ellipk, ellipkm1
 
 from ._kernels import conformal as _k
 from .exceptions import ConvergenceError, MeshError
@@ -219,57 +221,93 @@ def _principal_extremes(V, loop):
     return int(lo), int(hi), seg
 
 
-def _choose_corners(V, loop, L):
-    """Four boundary corners with Dirichlet modulus closest to 1 (ALGORITHMS.md 1.7 option A)."""
-    nb = len(loop)
-    i0, i2, seg = _principal_extremes(V, loop)
-    s = np.concatenate([[0.0], np.cumsum(seg)])  # arc length at loop position k (s[nb] = perimeter)
+def _along(seg, a, b, t):
+    """Loop position at 3D arc-length fraction ``t`` from loop position ``a`` forward to ``b``,
+    kept at least 2 edges from both ends."""
+    nb = len(seg)
+    ks = (a + np.arange(((b - a) % nb) + 1)) % nb
+    acc = np.concatenate([[0.0], np.cumsum(seg[ks[:-1]])])
+    j = int(np.argmin(np.abs(acc - t * acc[-1])))
+    j = min(max(j, 2), len(ks) - 3)
+    return int(ks[j])
 
-    def along(a, b, t):
-        """Loop position at arc-length fraction t from position a to position b (forward)."""
-        length = (s[b] - s[a]) if b > a else (s[nb] - s[a] + s[b])
-        target = t * length
+
+def _arc_fractions(seg, a, b):
+    """Loop positions from ``a`` forward to ``b`` and their 3D arc-length fractions."""
+    nb = len(seg)
+    ks = (a + np.arange(((b - a) % nb) + 1)) % nb
+    acc = np.concatenate([[0.0], np.cumsum(seg[ks[:-1]])])
+    return ks, acc / acc[-1]
+
+
+def _rectangle_to_circle(blen, p):
+    """Boundary points of a flat W x H rectangle on the unit circle (angles) after the conformal
+    map of the rectangle onto the upper half-plane (Jacobi sn) and the Cayley map.
+
+    ``blen`` (b,) holds the flat length of the boundary edge leaving each loop position, ``p``
+    the loop positions of the 4 corners. Returns ``(alpha, H / W)``.
+    """
+    nb = len(blen)
+    sides, lens = [], []
+    for s_ in range(4):
+        a, b = p[s_], p[(s_ + 1) % 4]
         ks = (a + np.arange(((b - a) % nb) + 1)) % nb
-        acc = np.concatenate([[0.0], np.cumsum(seg[ks[:-1]])])
-        j = int(np.argmin(np.abs(acc - target)))
-        j = min(max(j, 2), len(ks) - 3)
-        return int(ks[j])
+        acc = np.concatenate([[0.0], np.cumsum(blen[ks[:-1]])])
+        sides.append(ks)
+        lens.append(acc)
+    W = 0.5 * (lens[0][-1] + lens[2][-1])
+    H = 0.5 * (lens[1][-1] + lens[3][-1])
+    target = np.log(2.0 * H / W)
+    mpar = brentq(lambda x: np.log(ellipkm1(x) / ellipk(x)) - target, 1e-300, 1.0 - 1e-16, xtol=1e-300, rtol=1e-15)
+    K, Kp, k = ellipk(mpar), ellipkm1(mpar), np.sqrt(mpar)
+    alpha = np.zeros(nb)
+    # bottom: x in [-K, K], w = sn(x)
+    f = lens[0] / lens[0][-1]
+    alpha[sides[0]] = 2.0 * np.arctan(ellipj(-K + 2.0 * K * f, mpar)[0])
+    # right: y in [0, K'], w = 1 / dn(y, 1 - m)
+    f = lens[1] / lens[1][-1]
+    alpha[sides[1]] = 2.0 * np.arctan2(1.0, ellipj(Kp * f, 1.0 - mpar)[2])
+    # top: x from K to -K, w = 1 / (k sn(x))
+    f = lens[2] / lens[2][-1]
+    alpha[sides[2]] = 2.0 * np.arctan2(1.0, k * ellipj(K - 2.0 * K * f, mpar)[0])
+    # left: y from K' to 0, w = -1 / dn(y, 1 - m)
+    f = lens[3] / lens[3][-1]
+    alpha[sides[3][1:-1]] = -2.0 * np.arctan2(1.0, ellipj(Kp - Kp * f, 1.0 - mpar)[2])[1:-1]
+    return alpha, H / W
 
-    cache = {}
 
-    def modulus(t):
-        p1, p3 = along(i0, i2, t), along(i2, i0, t)
-        key = (p1, p3)
-        if key not in cache:
-            cache[key] = dirichlet_modulus(L, loop, loop[[i0, p1, i2, p3]])
-        return cache[key], key
+def _circle_modulus(a0, a1, a2, a3):
+    """Modulus H/W of the quadrilateral with 4 ordered points at angles ``a*`` on the circle's
+    conformal image (side a0-a1 is the width)."""
 
-    lo, hi = 0.0, 1.0
-    for _ in range(12):
-        mid = 0.5 * (lo + hi)
-        M, key = modulus(mid)
-        if M > 1.0:
-            lo = mid
-        else:
-            hi = mid
-        if len(cache) >= 2 and len({modulus(lo)[1], modulus(hi)[1]}) == 1:
-            break
-    best = min(cache.items(), key=lambda kv: abs(np.log(kv[1])))
-    (p1, p3), M = best
-    return loop[[i0, p1, i2, p3]].astype(np.int64), {
-        "rule": "modulus-1: c0, c2 extreme along the boundary's principal axis; c1, c3 at equal arc-length "
-        "fraction t, bisected so that the Dirichlet modulus H/W = 1",
-        "t": 0.5 * (lo + hi),
-        "dirichlet_modulus": float(M),
-        "modulus_solves": len(cache),
-    }
+    def s(x, y):
+        return np.abs(np.sin(0.5 * (x - y)))
+
+    lam = s(a2, a0) * s(a1, a3) / (s(a2, a3) * s(a1, a0))
+    q = 1.0 - 1.0 / lam
+    return ellipk(q) / ellipkm1(q)
+
+
+def _modulus_one_corners(alpha, seg, i0, i2, loop):
+    """Corners c1, c3 (loop positions) so that (i0, c1, i2, c3) has modulus closest to 1, with
+    c1 and c3 at nearly equal 3D arc-length fractions of their arcs."""
+    k1, t1 = _arc_fractions(seg, i0, i2)
+    k3, t3 = _arc_fractions(seg, i2, i0)
+    k1, t1 = k1[2:-2], t1[2:-2]
+    k3, t3 = k3[2:-2], t3[2:-2]
+    M = _circle_modulus(alpha[i0], alpha[k1][:, None], alpha[i2], alpha[k3][None, :])
+    err = np.abs(np.log(M))
+    ok = err <= err.min() + 2e-3
+    cost = np.where(ok, np.abs(t1[:, None] - t3[None, :]), np.inf)
+    a, b = np.unravel_index(int(np.argmin(cost)), cost.shape)
+    return int(k1[a]), int(k3[b]), float(M[a, b]), float(t1[a]), float(t3[b])
 
 
 # ---------------------------------------------------------------------------------------------
 # Newton
 
 
-def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings):
+def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switch_tol=1e-3):
     n = len(Theta)
     m = len(F)
     u = np.zeros(n)
@@ -286,8 +324,18 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings):
     pin = 0
     t_solve = 0.0
     it = 0
+    switched_at = None
     for it in range(max_iter + 1):
         res = float(np.abs(g).max())
+        if switch is not None and res < switch_tol:
+            new_theta = switch(u)
+            switch = None
+            if new_theta is not None:
+                E += float((new_theta - Theta) @ u)
+                Theta = new_theta
+                g = Theta - angle_sum
+                res = float(np.abs(g).max())
+                switched_at = it
         if res < tol:
             break
         if it == max_iter:
@@ -331,7 +379,7 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings):
         )
         log.debug("newton %s", history[-1])
     timings["solve"] = t_solve
-    return u, g, it, total_flips - flips, flips, history
+    return u, g, Theta, it, total_flips - flips, switched_at, history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,27 +460,46 @@ def conformal_map(
         init_flips, _ = _k.make_delaunay(F, twin, lam, zero, deg, True, _DELAUNAY_TOL, 100 * m + 1000)
     timings["initial_delaunay"] = time.perf_counter() - t0
 
-    # corners
-    t0 = time.perf_counter()
+    # corners: user's, or provisional ones replaced once the flow is nearly flat
     corner_info = {"rule": "user"}
+    switch = None
+    pos_in_loop = np.full(n, -1, dtype=np.int64)
+    pos_in_loop[loop] = np.arange(len(loop))
     if not user_corners:
-        indptr, indices, slots = _k.csr_pattern(F, n)
-        cotw = np.empty(3 * m)
-        _k.evaluate(F, lam, zero, np.zeros(n), np.empty(n), cotw, False)
-        L = _laplacian_csc(indptr, indices, _k.csr_values(slots, cotw, len(indices)), n)
-        corners, corner_info = _choose_corners(V, loop, L)
-    timings["corners"] = time.perf_counter() - t0
+        i0, i2, seg = _principal_extremes(V, loop)
+        p = [i0, _along(seg, i0, i2, 0.5), i2, _along(seg, i2, i0, 0.5)]
+        corners = loop[p].astype(np.int64)
+        corner_info = {
+            "rule": "modulus 1: c0, c2 extreme along the boundary's principal axis; c1, c3 chosen on the "
+            "conformal image of the nearly converged flow (half-plane cross-ratio) so that H/W = 1, at "
+            "nearly equal arc-length fractions",
+            "provisional": [int(c) for c in corners],
+        }
 
-    # targets: angle sums 2 pi inside, pi on the boundary, pi/2 at the corners
-    Theta = np.full(n, 2.0 * np.pi)
-    Theta[loop] = np.pi
-    Theta[corners] = 0.5 * np.pi
-    gb = Theta.sum() - np.pi * m
-    if abs(gb) > 1e-8 * np.pi * m:  # pragma: no cover - guaranteed by the disk check
-        raise MeshError(f"{mesh.name}: targets violate Gauss-Bonnet by {gb:.3g}")
+        def switch(u):
+            t_sw = time.perf_counter()
+            blen = _boundary_lengths(F, twin, lam, u, pos_in_loop, len(loop))
+            alpha, mod0 = _rectangle_to_circle(blen, p)
+            c1, c3, M, t1, t3 = _modulus_one_corners(alpha, seg, i0, i2, loop)
+            corner_info.update(
+                provisional_modulus=float(mod0),
+                predicted_modulus=M,
+                arc_fractions=[t1, t3],
+            )
+            timings["corner_choice"] = time.perf_counter() - t_sw
+            new = loop[[i0, c1, i2, c3]].astype(np.int64)
+            if (new == corners).all():
+                return None
+            corners[:] = new
+            Th = _targets(n, loop, corners)
+            return Th
 
+    Theta = _targets(n, loop, corners)
     t0 = time.perf_counter()
-    u, g, iterations, flow_flips, _, history = _newton(F, twin, lam, deg, Theta, tol, int(max_iter), timings)
+    u, g, Theta, iterations, flow_flips, switched_at, history = _newton(
+        F, twin, lam, deg, Theta, tol, int(max_iter), timings, switch=switch
+    )
+    corner_info["switched_at_iteration"] = switched_at
     timings["newton"] = time.perf_counter() - t0
 
     bnd = np.zeros(n, dtype=bool)
@@ -487,6 +554,25 @@ def conformal_map(
         mesh.name, iterations, init_flips, flow_flips, max(residuals.values()), norm_info["modulus"], folded,
     )
     return FlatMap(uv=uv, faces=F0, vertex_map=np.arange(n), corners=corners, info=info, vertices=V)
+
+
+def _targets(n, loop, corners):
+    """Target angle sums: 2 pi inside, pi on the boundary, pi/2 at the corners (Gauss-Bonnet
+    holds for any disk: their sum is pi times the number of faces)."""
+    Theta = np.full(n, 2.0 * np.pi)
+    Theta[loop] = np.pi
+    Theta[corners] = 0.5 * np.pi
+    return Theta
+
+
+def _boundary_lengths(F, twin, lam, u, pos_in_loop, nb):
+    """Flat length of the boundary edge leaving each loop position (boundary edges never flip)."""
+    h = np.flatnonzero(twin < 0)
+    f, k = h // 3, h % 3
+    a, b = F[f, k], F[f, (k + 1) % 3]
+    out = np.empty(nb)
+    out[pos_in_loop[a]] = np.exp(lam[h] + 0.5 * (u[a] + u[b]))
+    return out
 
 
 def _changed_edges(F0, F, n):
