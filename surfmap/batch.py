@@ -21,8 +21,11 @@ once in ``_template/<hemi>/``), ``status.json`` (written last: the job is finish
 batch. Every file is written under a temporary name and renamed, so a crash leaves no partial
 output; re-running skips jobs whose ``status.json`` exists and retries the failed ones.
 
-Execution: in this process (``n_jobs=1``), local processes (``n_jobs > 1``, spawn start method),
-or a Dask cluster (``scheduler="tcp://host:8786"``, needs ``dask.distributed``).
+Execution: in this process (``n_jobs=1``), local processes (``n_jobs > 1``, spawn start method,
+one numba thread each), or a Dask cluster (``scheduler="tcp://host:8786"``, needs
+``dask.distributed``; the workers must see the input and output folders at the same paths, e.g.
+a shared file system). Jobs are independent and write only their own folder; the manifest is
+written by the process that called :func:`run_batch`.
 """
 
 from __future__ import annotations

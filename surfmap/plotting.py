@@ -15,7 +15,7 @@ import numpy as np
 __all__ = ["face_distortion", "plot_distortion_histograms", "plot_flatmap", "plot_images", "save_figure"]
 
 # metrics whose sign matters (curvature, sulcal depth): a diverging map centred on 0
-_DIVERGING = ("curv", "sulc", "curvature", "depth")
+_DIVERGING = ("curv", "sulc", "curvature", "depth", "log")
 
 
 def _pyplot():
@@ -123,7 +123,7 @@ def plot_images(images, channels=None, *, fm=None, title: str | None = None, nco
 
 
 def plot_flatmap(fm, values=None, *, ax=None, label: str | None = None, edges: bool = True,
-                 max_edges: int = 40000, title: str | None = None):
+                 max_edges: int = 6000, title: str | None = None):
     """The flat mesh in the unit square: faces coloured by ``values``, edges, boundary, corners.
 
     Parameters
@@ -135,7 +135,7 @@ def plot_flatmap(fm, values=None, *, ax=None, label: str | None = None, edges: b
     label : str, optional
         Colour-bar label for ``values``.
     edges : bool
-        Draw the mesh edges (thin); skipped above ``max_edges`` faces' worth of edges.
+        Draw the mesh edges (thin) when the map has at most ``max_edges`` faces.
     title : str, optional
 
     Returns
@@ -256,7 +256,8 @@ def plot_distortion_histograms(maps: dict, *, bins: int = 80, title: str | None 
                  label=f"{label} (mean = {np.nanmean(dil):.2f})")
     ax1.axvline(0.0, color="k", lw=0.8)
     ax1.set_xlabel("log(flat area / surface area) per face")
-    ax1.set_ylabel("faces")
+    ax1.set_ylabel("faces (log scale)")
+    ax1.set_yscale("log")
     ax1.set_title("area distortion")
     ax1.legend(fontsize=8)
     ax2.set_xscale("log")
