@@ -68,17 +68,24 @@ class PowerDiagram:
                 self.stuck = True
                 self.areas = np.zeros(len(sites))
                 return
-            T, N = _regular_triangulation(sites, weights)
+            tri = _regular_triangulation(sites, weights)
+            T, N = tri if tri is not None else (None, None)
         self._compute(T, N)
         if triangulation is not None and abs(self.areas.sum() - 1.0) > 1e-9:
             # should not happen; recompute from scratch rather than trust a bad update
             self.flips = -1
-            self._compute(*_regular_triangulation(sites, weights))
+            tri = _regular_triangulation(sites, weights)
+            self._compute(*(tri if tri is not None else (None, None)))
 
-    def _compute(self, T, N):
+    def _compute(self, T, N=None):
         n = len(self.sites)
-        self.triangulation = (T, N)
-        self.ptr, self.neighbours = _k.neighbour_lists(T, n)
+        if T is None:  # a few sites: all pairs (a superset of the regular neighbours gives the same cells)
+            self.triangulation = None
+            self.ptr = np.arange(n + 1, dtype=np.int64) * (n - 1)
+            self.neighbours = np.array([j for i in range(n) for j in range(n) if j != i], dtype=np.int64)
+        else:
+            self.triangulation = (T, N)
+            self.ptr, self.neighbours = _k.neighbour_lists(T, n)
         hidden = self.ptr[1:] == self.ptr[:-1]
         (
             self.areas,
@@ -100,10 +107,13 @@ class PowerDiagram:
 
 def _regular_triangulation(sites, weights):
     """Regular triangulation (T (t, 3) counter-clockwise, adjacency N (t, 3)) by Qhull's lifted lower hull."""
+    n = len(sites)
     lifted = np.column_stack([sites, np.einsum("ij,ij->i", sites, sites) - weights])
     try:
         hull = ConvexHull(lifted)
-    except QhullError:
+    except (QhullError, ValueError):
+        if n <= 64:
+            return None  # too few or collinear sites: every pair is a neighbour candidate
         hull = ConvexHull(lifted, qhull_options="QJ")
     lower = hull.equations[:, 2] < -1e-12
     T = np.ascontiguousarray(hull.simplices[lower], dtype=np.int64)

@@ -1,0 +1,243 @@
+"""Semi-discrete optimal transport: power diagrams, damped Newton, the area-preserving map."""
+
+import numpy as np
+import pytest
+
+import surfmap
+from surfmap.exceptions import ConvergenceError, MeshError
+from surfmap.mesh import Mesh, face_areas, vertex_areas
+from surfmap.transport import (
+    PowerDiagram,
+    _harmonic_square_map,
+    area_preserving_map,
+    power_diagram,
+    solve_transport,
+)
+
+
+def grid_mesh(k, xmap=None):
+    """(k+1) x (k+1) vertex grid of the unit square, alternating diagonals, CCW faces."""
+    t = np.linspace(0.0, 1.0, k + 1)
+    X, Y = np.meshgrid(t, t, indexing="xy")
+    V = np.column_stack([X.ravel(), Y.ravel(), np.zeros(X.size)])
+    if xmap is not None:
+        V[:, 0] = xmap(V[:, 0])
+    F = []
+    for j in range(k):
+        for i in range(k):
+            a, b, c, d = j * (k + 1) + i, j * (k + 1) + i + 1, (j + 1) * (k + 1) + i + 1, (j + 1) * (k + 1) + i
+            F += [[a, b, c], [a, c, d]] if (i + j) % 2 == 0 else [[a, b, d], [b, c, d]]
+    return Mesh(V, np.array(F))
+
+
+def random_sites(n, seed):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.02, 0.98, size=(n, 2))
+
+
+def test_power_diagram_grid_equal_masses_no_iteration():
+    k = 8
+    c = (np.arange(k) + 0.5) / k
+    P = np.column_stack([np.repeat(c, k), np.tile(c, k)])
+    nu = np.full(k * k, 1.0 / k**2)
+    stats = {}
+    w, D = solve_transport(P, nu, stats=stats)
+    assert stats["newton_iterations"] == 0
+    np.testing.assert_allclose(D.areas, nu, rtol=1e-12)
+    np.testing.assert_allclose(D.centroids, P, atol=1e-12)
+    np.testing.assert_array_equal(w, 0.0)
+
+
+def test_power_diagram_two_sites_bisector():
+    P = np.array([[0.25, 0.5], [0.75, 0.5]])
+    c = 0.1
+    D = power_diagram(P, np.array([0.0, c]))
+    # |x - p1|^2 - 0 = |x - p2|^2 - c  <=>  x = 0.5 - c
+    np.testing.assert_allclose(D.areas, [0.5 - c, 0.5 + c], atol=1e-14)
+    np.testing.assert_allclose(D.centroids[0], [(0.5 - c) / 2, 0.5], atol=1e-14)
+    np.testing.assert_allclose(D.dual_lengths, [1.0, 1.0], atol=1e-14)
+    np.testing.assert_allclose(D.side_lengths[0], [0.5 - c, 0.0, 0.5 - c, 1.0], atol=1e-14)
+
+
+def test_power_diagram_hessian_matches_finite_differences():
+    P = random_sites(40, 1)
+    rng = np.random.default_rng(2)
+    w = rng.normal(scale=2e-3, size=len(P))
+    D = power_diagram(P, w)
+    H = D.hessian().toarray()
+    np.testing.assert_allclose(H, H.T, atol=1e-14)
+    np.testing.assert_allclose(H.sum(axis=1), 0.0, atol=1e-12)
+    assert np.linalg.eigvalsh(H).min() > -1e-12
+    eps = 1e-7
+    fd = np.empty_like(H)
+    for j in range(len(P)):
+        e = np.zeros(len(P))
+        e[j] = eps
+        fd[:, j] = (power_diagram(P, w + e).areas - power_diagram(P, w - e).areas) / (2 * eps)
+    np.testing.assert_allclose(H, fd, atol=1e-6 * np.abs(H).max())
+
+
+def test_power_diagram_areas_sum_to_one():
+    P = random_sites(300, 3)
+    w = np.random.default_rng(4).normal(scale=1e-3, size=len(P))
+    D = power_diagram(P, w)
+    assert abs(D.areas.sum() - 1.0) < 1e-12
+    assert ((D.centroids >= 0) & (D.centroids <= 1)).all()
+    # the dual edge seen from both sides has one length
+    H = D.hessian()
+    np.testing.assert_allclose((H - H.T).toarray(), 0.0, atol=1e-15)
+
+
+def test_power_diagram_translation_trick():
+    P = 0.3 + 0.4 * random_sites(200, 5)  # sites in [0.3, 0.7]^2
+    T = np.array([0.02, -0.015])
+    V = power_diagram(P)
+    D = power_diagram(P, -2.0 * P @ T)  # the Voronoi diagram translated by T
+    inner = (V.side_lengths.sum(axis=1) == 0) & (D.side_lengths.sum(axis=1) == 0) & (V.areas > 0)
+    assert inner.sum() > 100
+    np.testing.assert_allclose(D.areas[inner], V.areas[inner], rtol=1e-9)
+    np.testing.assert_allclose(D.centroids[inner], V.centroids[inner] + T, atol=1e-12)
+
+
+def test_power_diagram_flip_update_matches_qhull():
+    P = random_sites(500, 6)
+    D0 = power_diagram(P)
+    w = np.random.default_rng(7).normal(scale=1e-5, size=len(P))
+    D1 = PowerDiagram(P, w, D0.triangulation)
+    D2 = PowerDiagram(P, w)
+    assert D1.flips > 0
+    np.testing.assert_allclose(D1.areas, D2.areas, atol=1e-15)
+    np.testing.assert_allclose(D1.centroids, D2.centroids, atol=1e-14)
+
+
+def test_solve_transport_random_sites_converge():
+    P = random_sites(400, 8)
+    rng = np.random.default_rng(9)
+    nu = rng.uniform(0.2, 5.0, size=len(P))
+    nu /= nu.sum()
+    stats = {}
+    w, D = solve_transport(P, nu, tol=1e-9, stats=stats)
+    assert np.max(np.abs(D.areas - nu) / nu) < 1e-9
+    assert D.areas.min() > 0
+    assert abs(D.areas.sum() - 1) < 1e-12
+    assert 0 < stats["newton_iterations"] < 50
+
+
+def test_solve_transport_clustered_sites_never_empty():
+    # conformal-like crowding: sites squeezed towards a corner, masses uniform
+    P = random_sites(300, 10) ** 3
+    nu = np.full(len(P), 1.0 / len(P))
+    stats = {}
+    w, D = solve_transport(P, nu, stats=stats)
+    assert stats["cell_area_error"] < 1e-6
+    assert stats["halvings"] > 0
+
+
+def test_solve_transport_max_iter_raises():
+    P = random_sites(100, 11)
+    nu = np.random.default_rng(12).uniform(1, 3, size=len(P))
+    with pytest.raises(ConvergenceError, match="max_iter=1"):
+        solve_transport(P, nu / nu.sum(), max_iter=1)
+
+
+def test_harmonic_square_map_bijective():
+    mesh = grid_mesh(10, xmap=lambda x: x**1.5)
+    fm = _harmonic_square_map(mesh)
+    assert (fm.signed_areas() > 0).all()
+    np.testing.assert_allclose(fm.uv[fm.corners], [[0, 0], [1, 0], [1, 1], [0, 1]], atol=1e-15)
+
+
+def check_map(fm, mesh):
+    assert (fm.signed_areas() > 0).all()
+    assert ((fm.uv >= 0) & (fm.uv <= 1)).all()
+    np.testing.assert_array_equal(fm.uv[fm.corners], [[0, 0], [1, 0], [1, 1], [0, 1]])
+    np.testing.assert_array_equal(fm.faces, mesh.faces)
+    assert fm.info["cell_area_error"] < 1e-6
+
+
+def test_area_preserving_map_flat_square_nearly_identity():
+    k = 12
+    mesh = grid_mesh(k)
+    init = _harmonic_square_map(mesh)
+    fm = area_preserving_map(mesh, init)
+    check_map(fm, mesh)
+    h = 1.0 / k
+    disp = np.linalg.norm(fm.uv - mesh.vertices[:, :2], axis=1)
+    assert disp.max() < 0.35 * h
+    assert np.median(disp) < 0.05 * h
+
+
+def test_area_preserving_map_graded_grid_matches_areas():
+    # vertex areas grow 5-fold across the mesh; the start map (a uniform grid) ignores them
+    mesh = grid_mesh(16, xmap=lambda x: (np.exp(1.6 * x) - 1) / (np.exp(1.6) - 1))
+    init = _harmonic_square_map(grid_mesh(16))
+    init = surfmap.FlatMap(init.uv, mesh.faces, init.vertex_map, init.corners)
+    A = face_areas(mesh.vertices, mesh.faces)
+    d0 = np.log(init.signed_areas() / (A / A.sum()))
+    fm = area_preserving_map(mesh, init)
+    check_map(fm, mesh)
+    d = np.log(fm.signed_areas() / (A / A.sum()))
+    assert np.percentile(np.abs(d0), 95) > 0.5
+    assert np.percentile(np.abs(d), 95) <= 0.05
+    # the map recovers the graded x coordinate
+    np.testing.assert_allclose(fm.uv[:, 0], mesh.vertices[:, 0], atol=0.02)
+    nu = vertex_areas(mesh.vertices, mesh.faces)
+    assert fm.info["newton_iterations"] > 0 and nu.max() / nu.min() > 4
+
+
+def test_area_preserving_map_boundary_monotone():
+    mesh = grid_mesh(10, xmap=lambda x: x**2)
+    fm = area_preserving_map(mesh, _harmonic_square_map(grid_mesh(10)))
+    bottom = np.flatnonzero(mesh.vertices[:, 1] == 0)
+    bottom = bottom[np.argsort(mesh.vertices[bottom, 0])]
+    np.testing.assert_array_equal(fm.uv[bottom, 1], 0.0)
+    assert (np.diff(fm.uv[bottom, 0]) > 0).all()
+
+
+def test_area_preserving_map_init_of_other_mesh_raises():
+    mesh = grid_mesh(6)
+    other = _harmonic_square_map(grid_mesh(7))
+    with pytest.raises(MeshError, match="init: not a map of this mesh"):
+        area_preserving_map(mesh, other)
+
+
+def test_area_preserving_map_non_disk_raises():
+    import trimesh
+
+    s = trimesh.creation.icosphere(subdivisions=1)
+    with pytest.raises(MeshError, match="exactly one boundary loop"):
+        area_preserving_map(Mesh(s.vertices, s.faces), None)
+
+
+def test_area_preserving_map_nan_init_raises():
+    mesh = grid_mesh(6)
+    init = _harmonic_square_map(mesh)
+    uv = init.uv.copy()
+    uv[5] = np.nan
+    bad = surfmap.FlatMap(uv, init.faces, init.vertex_map, init.corners)
+    with pytest.raises(MeshError, match="NaN or infinite uv"):
+        area_preserving_map(mesh, bad)
+
+
+@pytest.mark.parametrize("kw, match", [(dict(tol=0), "tol"), (dict(tol=2.0), "tol"), (dict(tol="x"), "tol"),
+                                       (dict(max_iter=-1), "max_iter"), (dict(area_tol=-1), "area_tol")])
+def test_area_preserving_map_bad_parameters_raise(kw, match):
+    mesh = grid_mesh(4)
+    with pytest.raises(ValueError, match=match):
+        area_preserving_map(mesh, _harmonic_square_map(mesh), **kw)
+
+
+def test_area_preserving_map_not_a_mesh_raises():
+    with pytest.raises(MeshError, match="expected a surfmap.Mesh"):
+        area_preserving_map(np.zeros((3, 3)))
+
+
+def test_area_preserving_map_fsaverage5_acceptance():
+    """Real template (harmonic start, so that this test does not depend on the conformal stage)."""
+    hemi = pytest.importorskip("surfmap.templates").load_template("fsaverage5", "left")
+    disk = surfmap.cut(hemi.mesh, hemi.cortex).mesh
+    fm = area_preserving_map(disk, _harmonic_square_map(disk))
+    check_map(fm, disk)
+    A = face_areas(disk.vertices, disk.faces)
+    d = np.log(fm.signed_areas() / (A / A.sum()))
+    assert np.percentile(np.abs(d), 95) <= 0.10
