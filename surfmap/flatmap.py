@@ -11,7 +11,7 @@ import numpy as np
 
 from .exceptions import FormatError, InputFileNotFoundError, MeshError
 
-__all__ = ["FlatMap"]
+__all__ = ["FlatMap", "flatten"]
 
 _CORNER_POSITIONS = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
 
@@ -147,3 +147,78 @@ class FlatMap:
 
     def __repr__(self) -> str:
         return f"FlatMap({self.n_vertices} vertices, {len(self.faces)} faces, method={self.info.get('method')!r})"
+
+
+def flatten(mesh, keep, method: str = "area", **kw) -> FlatMap:
+    """Cut a hemisphere to its cortex and map it onto the unit square.
+
+    ``surfmap.cut`` (medial wall removed, disk topology checked and repaired), then
+    ``surfmap.conformal_map`` (discrete Ricci flow), then for ``method="area"`` (default)
+    ``surfmap.area_preserving_map`` (optimal transport) started from the conformal map.
+
+    Parameters
+    ----------
+    mesh : Mesh
+        The whole hemisphere.
+    keep : (n_vertices,) bool
+        Cortex mask (medial wall False).
+    method : {"area", "conformal"}
+    **kw
+        ``corners`` goes to ``conformal_map``; ``tol``, ``max_iter``, ``area_tol``, ``max_sweeps``
+        to ``area_preserving_map`` (with ``method="conformal"``: ``tol`` and ``max_iter`` go to
+        ``conformal_map``).
+
+    Returns
+    -------
+    FlatMap
+        ``vertex_map`` indexes ``mesh`` (the cut composed in); ``info`` holds ``method``, the cut's
+        ``repairs``, the ``conformal`` and ``transport`` stages' info and ``timings`` per stage (s).
+
+    Raises
+    ------
+    MaskError, MeshError
+        From the cut (bad mask, not a disk) or the maps.
+    ValueError
+        Unknown ``method`` or keyword.
+    """
+    import time
+
+    from .mesh import cut
+    from .transport import area_preserving_map
+
+    if method not in ("area", "conformal"):
+        raise ValueError(f"method: expected 'area' or 'conformal'; found {method!r}")
+    conformal_keys = {"corners"} | ({"tol", "max_iter"} if method == "conformal" else set())
+    area_keys = {"tol", "max_iter", "area_tol", "max_sweeps"} if method == "area" else set()
+    unknown = set(kw) - conformal_keys - area_keys
+    if unknown:
+        raise ValueError(
+            f"flatten: unknown keyword(s) {sorted(unknown)} for method={method!r}; "
+            f"expected some of {sorted(conformal_keys | area_keys)}"
+        )
+    timings = {}
+    t0 = time.perf_counter()
+    disk = cut(mesh, keep)
+    timings["cut"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    from .conformal import conformal_map
+
+    conf = conformal_map(disk.mesh, **{k: v for k, v in kw.items() if k in conformal_keys})
+    timings["conformal"] = time.perf_counter() - t0
+    info = {"method": method, "repairs": list(disk.repairs), "conformal": conf.info}
+    fm = conf
+    if method == "area":
+        t0 = time.perf_counter()
+        fm = area_preserving_map(disk.mesh, conf, **{k: v for k, v in kw.items() if k in area_keys})
+        timings["transport"] = time.perf_counter() - t0
+        info["transport"] = fm.info
+    timings["total"] = sum(timings.values())
+    info["timings"] = timings
+    return FlatMap(
+        uv=fm.uv,
+        faces=fm.faces,
+        vertex_map=disk.vertex_map[fm.vertex_map],
+        corners=fm.corners,
+        info=info,
+        vertices=disk.mesh.vertices[fm.vertex_map],
+    )
