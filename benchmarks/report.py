@@ -138,8 +138,9 @@ def markdown(results: dict) -> str:
         s += ["## Comparison\n", comparison_table(results["comparison"]), ""]
         s += [profile_section(results["comparison"])]
     if results.get("scaling"):
-        s += ["## Scaling (left cortex; refined meshes are midpoint subdivisions of fs_LR 32k's)\n",
-              scaling_table(results["scaling"]), "", stage_table(results["scaling"]), ""]
+        s += ["## Scaling (left cortex; refined meshes are midpoint subdivisions)\n",
+              results["scaling"].get("note", ""), "", "Time per call (s); exponent = least-squares slope of "
+              "log time on log n.\n", scaling_table(results["scaling"]), "", stage_table(results["scaling"]), ""]
     if results.get("raster"):
         s += ["## Rasterization\n", _dict_table(results["raster"]), ""]
     if results.get("batch"):

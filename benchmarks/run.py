@@ -36,6 +36,14 @@ from .methods import METHODS
 from .measure import distortion
 
 ROOT = Path(__file__).resolve().parent.parent
+SCALING_LARGEST = ["surfmap_conformal", "surfmap_ot", "igl_lscm", "igl_harmonic_disk"]
+SCALING_NOTE = (
+    "Refined meshes: one call per method (the first in its process; Numba's cache is loaded by then, a "
+    "small part at these sizes); smaller meshes: warm medians from the comparison. On the largest mesh only "
+    "the conformal map, the OT stage, LSCM and the harmonic disk map run (flatten is cut + conformal + OT; "
+    "the harmonic square map is the same solve as the disk one), each capped: not started when the line "
+    "through the two smaller sizes predicts more than the cap, and stopped past cap + 60 s."
+)
 COMPARE_METHODS = ["surfmap_conformal", "surfmap_ot", "surfmap_flatten", "igl_lscm", "igl_harmonic_disk",
                    "igl_harmonic_square"]
 
@@ -129,17 +137,28 @@ def _kwargs_for(name: str, case: Case, workdir: Path, corners) -> dict:
 
 
 def run_methods(case: Case, methods: list[str], workdir: Path, *, repeats: int, profile: bool = False,
-                timeout: float = 1800.0, cap: float | None = None) -> list[dict]:
+                timeout: float = 1800.0, cap: float | None = None, predicted: dict | None = None) -> list[dict]:
     """Each method on one case, in order (surfmap's conformal first: its corners and map feed the
-    harmonic square map and the OT stage)."""
+    harmonic square map and the OT stage). ``predicted``: method -> predicted seconds; a method
+    predicted over ``cap`` is not run and is reported skipped."""
     path = case.save(workdir / f"{case.name}.npz")
     corners, rows = None, []
     for name in methods:
-        if METHODS[name].needs_corners and corners is None:
-            log(f"  {case.name} {name}: surfmap's corners unavailable; quarter points by arc length")
-        r = measure_method(path, name, workdir, repeats=repeats, kwargs=_kwargs_for(name, case, workdir, corners),
-                           profile=profile and name.startswith("surfmap"), timeout=timeout, cap=cap)
-        r.update(case=case.name, n=case.n, label=METHODS[name].label, tool=METHODS[name].tool)
+        m = METHODS[name]
+        kwargs = _kwargs_for(name, case, workdir, corners)
+        skip = None
+        if predicted and cap and predicted.get(name) and predicted[name] > cap:
+            skip = f"> {cap:.0f} s cap (predicted {predicted[name]:.0f} s from the two smaller meshes)"
+        elif m.needs_conformal and "surfmap_conformal" in methods and not Path(kwargs["init_path"]).exists():
+            skip = "needs surfmap's conformal map of this mesh, which did not finish"
+        if skip:
+            r = dict(method=name, skipped=skip)
+        else:
+            if m.needs_corners and corners is None:
+                log(f"  {case.name} {name}: surfmap's corners unavailable; quarter points by arc length")
+            r = measure_method(path, name, workdir, repeats=repeats, kwargs=kwargs,
+                               profile=profile and name.startswith("surfmap"), timeout=timeout, cap=cap)
+        r.update(case=case.name, n=case.n, label=m.label, tool=m.tool)
         if name == "surfmap_conformal" and "info" in r:
             corners = r["info"].get("corners")
         log(f"  {case.name:<18} {name:<20} {_brief(r)}")
@@ -214,12 +233,27 @@ def _stage_timings(r: dict) -> dict:
     return {k: float(v) for k, v in t.items() if isinstance(v, (int, float))}
 
 
-def run_scaling(base_rows: list[dict], cases: list[Case], workdir: Path, *, repeats_big: int,
-                cap: float, methods: list[str], methods_largest: list[str] | None = None) -> dict:
+def _predict(rows: list[dict], name: str, n: int) -> float | None:
+    """Time at ``n`` extrapolated from the two largest sizes measured for ``name`` (log-log line)."""
+    rs = sorted([r for r in rows if r.get("method") == name and _time_of(r)], key=lambda r: r["n"])[-2:]
+    if len(rs) < 2:
+        return None
+    e = fit_exponent([r["n"] for r in rs], [_time_of(r) for r in rs])
+    return _time_of(rs[-1]) * (n / rs[-1]["n"]) ** e
+
+
+def run_scaling(base_rows: list[dict], cases: list[Case], workdir: Path, *, cap: float, methods: list[str],
+                methods_largest: list[str] | None = None) -> dict:
+    """The methods on growing meshes (first call only: at these sizes Numba's cache load is a small
+    part). On the largest, only ``methods_largest``, each under a hard time limit of ``cap`` (its process
+    killed past cap + 60 s) and not started when predicted over ``cap`` from the two smaller sizes."""
     rows = [r for r in base_rows if r.get("method") in methods]
     for i, case in enumerate(cases):
-        ms = methods_largest if (methods_largest is not None and i == len(cases) - 1) else methods
-        rows += run_methods(case, ms, workdir, repeats=repeats_big, timeout=2.5 * cap + 30.0, cap=cap)
+        largest = i == len(cases) - 1 and len(cases) > 1
+        ms = methods_largest if (largest and methods_largest is not None) else methods
+        pred = {name: _predict(rows, name, case.n) for name in ms} if largest else None
+        rows += run_methods(case, ms, workdir, repeats=0, timeout=(cap + 60.0) if largest else 4 * cap + 60.0,
+                            cap=cap if largest else None, predicted=pred)
     exponents, stage_exponents = {}, {}
     for name in methods:
         rs = sorted([r for r in rows if r.get("method") == name], key=lambda r: r["n"])
@@ -243,18 +277,17 @@ def main(argv=None) -> int:
     ap.add_argument("--autoflatten", action="store_true",
                     help="also run autoflatten (optional extra; takes minutes per hemisphere)")
     ap.add_argument("-o", "--out", default="benchmarks/results", help="output folder (default %(default)s)")
-    ap.add_argument("--repeats", type=int, default=None, help="warm calls per method (default 5; 2 with --quick)")
+    ap.add_argument("--repeats", type=int, default=None, help="warm calls per method (default 3; 2 with --quick)")
     ap.add_argument("--cap", type=float, default=None,
-                    help="time cap in seconds for one method on one refined mesh, its process included "
-                         "(default 150; 60 with --quick)")
+                    help="time cap in seconds for one method on the largest refined mesh (default 60)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["comparison", "scaling", "raster", "batch"],
                     help="sections to leave out")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
-    cap = args.cap if args.cap is not None else (60.0 if args.quick else 150.0)
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
+    cap = args.cap if args.cap is not None else 60.0
     templates = ["fsaverage5"] if args.quick else ["fsaverage5", "fslr32k"]
     t_start = time.perf_counter()
     results: dict = dict(machine=machine_info(), settings=dict(quick=args.quick, repeats=repeats, cap_s=cap,
@@ -282,11 +315,14 @@ def main(argv=None) -> int:
         if "scaling" not in args.skip:
             base = next(c for c in cases if c.name == ("fsaverage5-left" if args.quick else "fslr32k-left"))
             bigger = [refined_case(base, 1)] if args.quick else [refined_case(base, 1), refined_case(base, 2)]
-            log(f"2. scaling: {', '.join(f'{c.name} ({c.n})' for c in bigger)}, cap {cap:.0f} s per method")
+            log(f"2. scaling: {', '.join(f'{c.name} ({c.n})' for c in bigger)}; on the largest: "
+                f"{', '.join(SCALING_LARGEST)}, cap {cap:.0f} s each")
             small = [r for r in compare_rows if r.get("case") in ("fsaverage5-left", "fslr32k-left")]
-            scaling = run_scaling(small, bigger, work, repeats_big=1, cap=cap, methods=COMPARE_METHODS)
+            scaling = run_scaling(small, bigger, work, cap=cap, methods=COMPARE_METHODS,
+                                  methods_largest=None if args.quick else SCALING_LARGEST)
             results["scaling"] = dict(rows=[report.strip_row(r) for r in scaling["rows"]],
-                                      exponents=scaling["exponents"], stage_exponents=scaling["stage_exponents"])
+                                      exponents=scaling["exponents"], stage_exponents=scaling["stage_exponents"],
+                                      note=SCALING_NOTE)
             report.plot_scaling(scaling["rows"], out)
         if "raster" not in args.skip:
             log("3. rasterization throughput")
