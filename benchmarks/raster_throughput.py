@@ -44,6 +44,7 @@ def main(argv=None):
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--chunk", type=int, default=100, help="subjects per call (memory: chunk x C x size^2 x 4 B)")
     p.add_argument("--synthetic", action="store_true", help="grid map instead of the flattened fs_LR 32k cortex")
+    p.add_argument("--map", help="a saved flatmap.npz of the fs_LR 32k left cortex (skips flattening)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     args = p.parse_args(argv)
 
@@ -59,6 +60,12 @@ def main(argv=None):
         source = "synthetic grid map (29,271-vertex class)"
         n_full = fm.n_vertices
         R = Rasterizer(fm, size=args.size)
+        build_map = 0.0
+    elif args.map:
+        from surfmap import FlatMap
+
+        fm = FlatMap.load(args.map)
+        source = f"{args.map} ({fm.info.get('method', '?')})"
         build_map = 0.0
     else:
         try:

@@ -48,6 +48,8 @@ MODES = ("barycentric", "area")
 NAN_POLICIES = ("raise", "ignore", "propagate")
 # barycentric tolerance for "inside a face": centres on a shared edge are taken by the first face
 _INSIDE_EPS = 1e-12
+# pixels per parallel task of the sparse product
+_BLOCK = 4096
 
 
 def pixel_centres(size: int) -> np.ndarray:
@@ -218,22 +220,21 @@ class Rasterizer:
         """Vertices of the flat map (the operator's columns)."""
         return self.flatmap.n_vertices
 
-    def _to_flat(self, x: np.ndarray, axis: int, name: str) -> np.ndarray:
-        """Index an array of the flat map's or the original mesh's length by flat vertex."""
+    def _length(self, n: int, name: str) -> bool:
+        """True when ``n`` values are indexed by flat vertex, False by original vertex."""
         k = self.n_vertices
-        n = x.shape[axis]
         if n == k:
-            return x
+            return True
         vmax = int(self.flatmap.vertex_map.max()) if k else -1
         if n > vmax:
-            return np.take(x, self.flatmap.vertex_map, axis=axis)
+            return False
         raise MetricError(
             f"{name}: expected {k} values (one per flat-map vertex) or the length of the mesh given "
             f"to flatten (more than {vmax}); found {n}. Check that the metric belongs to this surface"
         )
 
     def _values(self, values):
-        """-> (X (S, k, C), channels or None, output ndim)."""
+        """-> (X (S, n, C), indexed by flat vertex?, channels or None, output ndim)."""
         if isinstance(values, dict):
             if not values:
                 raise MetricError("values: the dict of metrics is empty; give at least one name -> array")
@@ -242,17 +243,24 @@ class Rasterizer:
                 a = np.asarray(arr)
                 if a.ndim != 1:
                     raise MetricError(f"values[{name!r}]: expected a 1-D per-vertex array; found shape {a.shape}")
-                cols.append(self._to_flat(a, 0, f"values[{name!r}]"))
+                if not self._length(len(a), f"values[{name!r}]"):
+                    a = a[self.flatmap.vertex_map]
+                cols.append(a)
             X = np.stack(cols, axis=1)[None]
-            return X, [str(n) for n in values], 3
+            return X, True, [str(n) for n in values], 3
         X = np.asarray(values)
         if X.ndim == 1:
-            return self._to_flat(X, 0, "values")[None, :, None], None, 3
+            return X[None, :, None], self._length(len(X), "values"), None, 3
         if X.ndim == 2:
-            return self._to_flat(X, 0, "values")[None], None, 3
+            return X[None], self._length(len(X), "values"), None, 3
         if X.ndim == 3:
-            return self._to_flat(X, 1, "values"), None, 4
+            return X, self._length(X.shape[1], "values"), None, 4
         raise MetricError(f"values: expected shape (n,), (n, C) or (S, n, C); found {X.shape}")
+
+    @cached_property
+    def _original_indices(self) -> np.ndarray:
+        """The operator's column indices mapped to the original mesh's vertices."""
+        return self.flatmap.vertex_map[self.matrix.indices]
 
     def __call__(self, values, out: np.ndarray | None = None) -> np.ndarray:
         """Rasterize per-vertex values.
@@ -276,7 +284,7 @@ class Rasterizer:
             Wrong length or shape; a non-finite value at a vertex the image uses (with
             ``nan_policy="raise"``).
         """
-        X, channels, ndim = self._values(values)
+        X, flat, channels, ndim = self._values(values)
         if channels is not None:
             self.channels = channels
         if X.dtype not in (np.float32, np.float64):
@@ -293,16 +301,16 @@ class Rasterizer:
                              f"{out.dtype} {out.shape}")
         flat_out = out.reshape(S, C, self.size * self.size)
         M = self.matrix
-        bad = _k.csr_apply(M.indptr, M.indices, M.data, X, flat_out,
-                           self.nan_policy == "ignore", self.fill_value)
+        cols = M.indices if flat else self._original_indices  # no copy of a full-length input
+        bad = _k.csr_apply(M.indptr, cols, M.data, X, flat_out, self.nan_policy == "ignore",
+                           self.fill_value, _BLOCK)
         if self.nan_policy == "raise" and bad.any():
-            q = int(np.flatnonzero(bad)[0])
-            s, c = divmod(q, C)
+            s, c = (int(i[0]) for i in np.nonzero(bad))
             label = repr(channels[c]) if channels else str(c)
             where = f"subject {s}, " if ndim == 4 else ""
             raise MetricError(
                 f"values: {int(bad.sum())} non-finite value(s) at vertices the image uses "
-                f"({where}channel {label}: {int(bad[q])}); the cortex must be finite. Fix the metric "
+                f"({where}channel {label}: {int(bad[s, c])}); the cortex must be finite. Fix the metric "
                 f"or the mask, or pass nan_policy='ignore' (renormalise over finite vertices)"
             )
         return out.reshape(shape) if ndim == 4 else out.reshape(shape[1:])

@@ -123,52 +123,68 @@ def nearest_on_edges(points, size, uv, edge_a, edge_b, best_edge, best_s, distan
 
 
 @nb.njit(cache=True, parallel=True)
-def csr_apply(indptr, indices, data, X, out, renormalise, fill_value):
+def csr_apply(indptr, indices, data, X, out, renormalise, fill_value, block):
     """``out[s, c, p] = sum_t data[t] * X[s, indices[t], c]`` over the entries of row ``p``.
+
+    Parallel over (subject, block of ``block`` pixels) pairs, which write disjoint parts of
+    ``out``; each gather reads the ``C`` channels of a vertex together (one cache line).
 
     Parameters
     ----------
-    indptr, indices, data : CSR arrays of the (P, k) operator (data float64).
-    X : (S, k, C) float32 or float64
+    indptr, indices, data : CSR arrays of the (P, k) operator (data float64); ``indices`` may
+        index a longer array (the original mesh) than the operator's ``k`` columns.
+    X : (S, n, C) float32 or float64
     out : (S, C, P) float32, out
     renormalise : bool
-        False: non-finite values are used as they are (and counted). Zero weights are skipped. True: the row's weights are
-        renormalised over its finite values; a row with none gets ``fill_value``.
+        False: non-finite values are used as they are (and counted). Zero weights are skipped.
+        True: the row's weights are renormalised over its finite values; a row with none gets
+        ``fill_value``.
     fill_value : float
+    block : int
+        Pixels per parallel task.
 
     Returns
     -------
-    bad : (S * C,) int64
-        Number of non-finite values met with a nonzero weight, per (subject, channel).
+    bad : (S, C) int64
+        Number of non-finite values met with a nonzero weight, per subject and channel.
     """
     S = X.shape[0]
     C = X.shape[2]
     P = indptr.shape[0] - 1
-    bad = np.zeros(S * C, dtype=np.int64)
-    for q in nb.prange(S * C):
-        s = q // C
-        c = q - s * C
-        nbad = 0
-        for p in range(P):
-            acc = 0.0
-            wsum = 0.0
+    nblocks = (P + block - 1) // block
+    bad_q = np.zeros((S * nblocks, C), dtype=np.int64)
+    for q in nb.prange(S * nblocks):
+        s = q // nblocks
+        b = q - s * nblocks
+        acc = np.empty(C, dtype=np.float64)
+        wsum = np.empty(C, dtype=np.float64)
+        for p in range(b * block, min(P, (b + 1) * block)):
+            for c in range(C):
+                acc[c] = 0.0
+                wsum[c] = 0.0
             for t in range(indptr[p], indptr[p + 1]):
                 w = data[t]
                 if w == 0.0:
                     continue
-                x = X[s, indices[t], c]
-                if not np.isfinite(x):
-                    nbad += 1
-                    if renormalise:
-                        continue
-                acc += w * x
-                wsum += w
-            if renormalise:
-                if wsum > 0.0:
-                    out[s, c, p] = acc / wsum
+                v = indices[t]
+                for c in range(C):
+                    x = X[s, v, c]
+                    if not np.isfinite(x):
+                        bad_q[q, c] += 1
+                        if renormalise:
+                            continue
+                    acc[c] += w * x
+                    wsum[c] += w
+            for c in range(C):
+                if renormalise:
+                    if wsum[c] > 0.0:
+                        out[s, c, p] = acc[c] / wsum[c]
+                    else:
+                        out[s, c, p] = fill_value
                 else:
-                    out[s, c, p] = fill_value
-            else:
-                out[s, c, p] = acc
-        bad[q] = nbad
+                    out[s, c, p] = acc[c]
+    bad = np.zeros((S, C), dtype=np.int64)
+    for q in range(S * nblocks):
+        for c in range(C):
+            bad[q // nblocks, c] += bad_q[q, c]
     return bad
