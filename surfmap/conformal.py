@@ -28,13 +28,15 @@ from scipy.special import ellipj, ellipk, ellipkm1
 from ._kernels import conformal as _k
 from .exceptions import ConvergenceError, MeshError
 from .flatmap import FlatMap
-from .mesh import Mesh, boundary_loops, connected_components, edge_lengths, euler_characteristic
+from .mesh import Mesh, edge_lengths
 
 __all__ = ["conformal_map", "dirichlet_modulus"]
 
 log = logging.getLogger(__name__)
 
-_DELAUNAY_TOL = 1e-10  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
+_DELAUNAY_TOL = 1e-10
+_PCG_MAXITER = 25  # more PCG iterations than this: refactorise now
+_PCG_REFACTOR = 10  # more than this: refactorise at the next Newton step  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,18 +66,20 @@ def _check_disk(mesh) -> tuple[np.ndarray, np.ndarray]:
             f"{mesh.name}: an edge is shared by more than two faces or the faces are not consistently "
             "oriented; expected a manifold, oriented disk (repair the mesh or use surfmap.cut)"
         )
-    k, _ = connected_components(F, n)
-    loops = boundary_loops(F)
-    chi = euler_characteristic(F)
-    if k != 1 or len(loops) != 1 or chi != 1:
+    k, n_loops, pinched, loop = _k.disk_topology(F, twin, n)
+    if pinched:
+        raise MeshError(
+            f"{mesh.name}: the boundary touches itself at a vertex; expected a simple boundary loop "
+            "(surfmap.cut removes such pinches)"
+        )
+    n_edges = (3 * len(F) + int((twin < 0).sum())) // 2
+    chi = n - n_edges + len(F)
+    if k != 1 or n_loops != 1 or chi != 1:
         raise MeshError(
             f"{mesh.name}: expected a topological disk (1 component, 1 boundary loop, Euler characteristic 1); "
-            f"found {k} component(s), {len(loops)} boundary loop(s), Euler characteristic {chi}. "
+            f"found {k} component(s), {n_loops} boundary loop(s), Euler characteristic {chi}. "
             "Cut a hemisphere to a disk with surfmap.cut(mesh, cortex_mask) first"
         )
-    loop = loops[0]
-    if len(np.unique(loop)) != len(loop):
-        raise MeshError(f"{mesh.name}: the boundary touches itself at a vertex; expected a simple boundary loop")
     valence = np.bincount(F.ravel(), minlength=n)
     ears = loop[valence[loop] < 2]
     if len(ears):
@@ -137,7 +141,12 @@ def _check_corners(corners, loop, faces_per_vertex, name) -> np.ndarray:
 
 
 class _SPDSolver:
-    """Factorisation of a symmetric positive definite sparse matrix (CSC)."""
+    """Factorisation of a symmetric positive definite sparse matrix (CSC).
+
+    SuperLU in symmetric mode (minimum degree on A + A^T, no pivoting) measured faster here than
+    CHOLMOD through cholespy for these 2-D mesh Laplacians (0.15 s vs 0.2 s at 29k vertices,
+    both including the ordering).
+    """
 
     def __init__(self, A: sp.csc_matrix):
         self.lu = spla.splu(
@@ -146,6 +155,31 @@ class _SPDSolver:
 
     def solve(self, b):
         return self.lu.solve(b)
+
+
+def _pcg(A, b, M, rtol, maxiter):
+    """Preconditioned conjugate gradients for SPD ``A`` (CSR/CSC of a symmetric matrix);
+    ``M`` applies the preconditioner. Vector work in numba (no threaded BLAS in the loop).
+
+    Returns ``(x, iterations, converged)``.
+    """
+    indptr, indices, data = A.indptr, A.indices, A.data
+    x = np.zeros_like(b)
+    r = b.copy()
+    bnorm = float(np.sqrt(_k.pcg_direction(np.zeros_like(b), b, b, 1.0)))
+    if bnorm == 0.0:
+        return x, 0, True
+    z = M(r)
+    p = z.copy()
+    rz = _k.pcg_direction(np.zeros_like(b), z, r, 1.0)
+    for k in range(1, maxiter + 1):
+        Ap = _k.csr_matvec(indptr, indices, data, p)
+        _, rnorm = _k.pcg_update(x, r, p, Ap, rz)
+        if rnorm <= rtol * bnorm:
+            return x, k, True
+        z = M(r)
+        rz = _k.pcg_direction(p, z, r, rz)
+    return x, maxiter, False
 
 
 def _laplacian_csc(indptr, indices, data, n) -> sp.csc_matrix:
@@ -325,6 +359,9 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
     t_solve = 0.0
     it = 0
     switched_at = None
+    solver = None
+    n_factor = 0
+    n_pcg = 0
     for it in range(max_iter + 1):
         res = float(np.abs(g).max())
         if switch is not None and res < switch_tol:
@@ -352,7 +389,18 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
         data[diag_pin] += max(float(np.abs(data).max()), 1.0)
         t0 = time.perf_counter()
         H = _laplacian_csc(indptr, indices, data, n)
-        d = _SPDSolver(H).solve(-g)
+        # inexact Newton: PCG preconditioned by the factorisation of an earlier Hessian (the
+        # cotangent Laplacian changes little along a conformal flow); refactorise when PCG slows
+        rtol = min(1e-2, max(1e-13, 1e-3 * res))
+        d, k, ok = (None, 0, False) if solver is None else _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+        if not ok:
+            solver = _SPDSolver(H)
+            n_factor += 1
+            d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+            k += k2
+        elif k > _PCG_REFACTOR:
+            solver = None  # refactorise at the next iteration
+        n_pcg += k
         t_solve += time.perf_counter() - t0
         slope = float(g @ d)
         step = 1.0
@@ -379,6 +427,8 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
         )
         log.debug("newton %s", history[-1])
     timings["solve"] = t_solve
+    timings["factorisations"] = n_factor
+    timings["pcg_iterations"] = n_pcg
     return u, g, Theta, it, total_flips - flips, switched_at, history
 
 
@@ -452,6 +502,7 @@ def conformal_map(
     # triangulation state: faces, twins, log base lengths per half-edge
     t0 = time.perf_counter()
     F = F0.copy()
+    twin0 = twin.copy()
     lam = np.log(edge_lengths(V, F))[:, [2, 0, 1]].ravel().copy()  # half-edge k: F[k] -> F[k+1]
     zero = np.zeros(n)
     init_flips = 0
@@ -530,7 +581,7 @@ def conformal_map(
     timings["repair"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 
-    changed = _changed_edges(F0, F, n)
+    changed = _changed_edges(F0, twin0, F, twin, n)
     info = {
         "method": "conformal",
         "algorithm": "vertex-scaling Newton with Ptolemy (intrinsic Delaunay) flips",
@@ -575,12 +626,17 @@ def _boundary_lengths(F, twin, lam, u, pos_in_loop, nb):
     return out
 
 
-def _changed_edges(F0, F, n):
-    def keys(F):
-        a, b = F.ravel(), F[:, [1, 2, 0]].ravel()
-        return np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+def _changed_edges(F0, twin0, F, twin, n):
+    """Number of edges of the input triangulation that are not edges of ``F``."""
 
-    return len(np.setdiff1d(keys(F0), keys(F), assume_unique=True))
+    def keys(F, twin):
+        h = np.flatnonzero((twin < 0) | (np.arange(len(twin)) < twin))
+        a, b = F.ravel()[h], F[:, [1, 2, 0]].ravel()[h]
+        return np.sort(np.minimum(a, b) * n + np.maximum(a, b))
+
+    k0, k1 = keys(F0, twin0), keys(F, twin)
+    i = np.clip(np.searchsorted(k1, k0), 0, len(k1) - 1)
+    return int((k1[i] != k0).sum())
 
 
 def _normalise(P, loop, corners):

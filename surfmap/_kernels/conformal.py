@@ -524,3 +524,108 @@ def signed_areas(P, F):
             (P[b, 0] - P[a, 0]) * (P[c, 1] - P[a, 1]) - (P[b, 1] - P[a, 1]) * (P[c, 0] - P[a, 0])
         )
     return out
+
+
+
+@njit(cache=True)
+def csr_matvec(indptr, indices, data, x):
+    n = indptr.shape[0] - 1
+    y = np.empty(n)
+    for i in range(n):
+        s = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            s += data[p] * x[indices[p]]
+        y[i] = s
+    return y
+
+
+@njit(cache=True)
+def pcg_update(x, r, p, Ap, rz):
+    """One CG update: x += a p, r -= a Ap; returns ``(a, |r|)``."""
+    pAp = 0.0
+    for i in range(x.shape[0]):
+        pAp += p[i] * Ap[i]
+    a = rz / pAp
+    rr = 0.0
+    for i in range(x.shape[0]):
+        x[i] += a * p[i]
+        r[i] -= a * Ap[i]
+        rr += r[i] * r[i]
+    return a, np.sqrt(rr)
+
+
+@njit(cache=True)
+def pcg_direction(p, z, r, rz_old):
+    """p = z + (r.z / rz_old) p; returns r.z."""
+    rz = 0.0
+    for i in range(r.shape[0]):
+        rz += r[i] * z[i]
+    beta = rz / rz_old
+    for i in range(r.shape[0]):
+        p[i] = z[i] + beta * p[i]
+    return rz
+
+
+@njit(cache=True)
+def disk_topology(F, twin, n):
+    """Topology of a triangulation from its twins.
+
+    Returns ``(n_components, n_boundary_loops, pinched, loop)``: edge-connected face components,
+    boundary loops, whether a vertex has more than one outgoing boundary half-edge, and the
+    first boundary loop in the order of the faces' orientation (interior on the left).
+    """
+    m = F.shape[0]
+    # components by BFS over twins
+    comp = np.full(m, -1, dtype=np.int64)
+    queue = np.empty(m, dtype=np.int64)
+    nc = 0
+    for s in range(m):
+        if comp[s] >= 0:
+            continue
+        comp[s] = nc
+        queue[0] = s
+        head, tail = 0, 1
+        while head < tail:
+            f = queue[head]
+            head += 1
+            for k in range(3):
+                t = twin[3 * f + k]
+                if t >= 0 and comp[t // 3] < 0:
+                    comp[t // 3] = nc
+                    queue[tail] = t // 3
+                    tail += 1
+        nc += 1
+    nxt = np.full(n, -1, dtype=np.int64)
+    pinched = False
+    nbh = 0
+    for h in range(3 * m):
+        if twin[h] < 0:
+            f = h // 3
+            k = h - 3 * f
+            a = F[f, k]
+            if nxt[a] >= 0:
+                pinched = True
+            nxt[a] = F[f, (k + 1) % 3]
+            nbh += 1
+    seen = np.zeros(n, dtype=np.bool_)
+    loops = 0
+    first = np.empty(0, dtype=np.int64)
+    if pinched:
+        return nc, -1, True, first
+    for v in range(n):
+        if nxt[v] < 0 or seen[v]:
+            continue
+        loops += 1
+        cnt = 0
+        w = v
+        while not seen[w]:
+            seen[w] = True
+            cnt += 1
+            w = nxt[w]
+        if loops == 1:
+            first = np.empty(cnt, dtype=np.int64)
+            w = v
+            for i in range(cnt):
+                first[i] = w
+                w = nxt[w]
+    return nc, loops, False, first
