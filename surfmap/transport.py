@@ -328,7 +328,7 @@ def _monotone(t: np.ndarray, mass: np.ndarray, gap: float) -> tuple[np.ndarray, 
     fixes = 0
     k = 1
     while k < len(t):
-        if t[k] - t[k - 1] >= gap and (k < len(t) - 1 or True):
+        if t[k] - t[k - 1] >= gap:
             k += 1
             continue
         a, b = k - 1, k
