@@ -1,7 +1,8 @@
 """Tests of surfmap.batch: FreeSurfer / HCP / table cohorts, failures, resume, atomic writes, Dask.
 
-The cohorts are tiny (icosphere meshes of 162 vertices, written as real FreeSurfer, GIFTI and
-CIFTI files with nibabel), so flattening each subject takes milliseconds.
+The cohorts are tiny (icosphere meshes of 162 vertices with a cap left out as the medial wall,
+written as real FreeSurfer, GIFTI and CIFTI files with nibabel), so flattening each subject with
+the real ``surfmap.flatten`` takes milliseconds.
 """
 
 from __future__ import annotations
@@ -15,56 +16,12 @@ import numpy as np
 import pytest
 from nibabel import cifti2
 
-import surfmap.flatmap
-from surfmap import batch
+from surfmap import batch, flatten
 from surfmap.exceptions import InputFileNotFoundError
 from surfmap.flatmap import FlatMap
-from surfmap.mesh import boundary_loop, cut
 from surfmap.raster import Rasterizer
 
 ICO = 2  # 162 vertices
-
-
-def harmonic_flatten(mesh, keep, method="area"):
-    """Stand-in for surfmap.flatten while the mapping is not there: Tutte embedding in the square."""
-    import scipy.sparse as sp
-    import scipy.sparse.linalg as spla
-
-    disk = cut(mesh, keep)
-    V, F = disk.mesh.vertices, disk.mesh.faces
-    k = len(V)
-    loop = boundary_loop(F)
-    seg = np.linalg.norm(V[np.roll(loop, -1)] - V[loop], axis=1)
-    t = np.r_[0.0, np.cumsum(seg)[:-1]] / seg.sum() * 4.0  # arc length in [0, 4): one unit per side
-    corner_pts = np.array([[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]], float)
-    side = np.minimum(t.astype(int), 3)
-    frac = t - side
-    uvb = corner_pts[side] * (1 - frac)[:, None] + corner_pts[side + 1] * frac[:, None]
-    corners = loop[[int(np.argmin(np.abs(t - c))) for c in range(4)]]
-    uvb[np.isin(loop, corners)] = corner_pts[:4][np.argsort(np.argsort([np.flatnonzero(loop == c)[0] for c in corners]))]
-    i = np.concatenate([F[:, 0], F[:, 1], F[:, 2]])
-    j = np.concatenate([F[:, 1], F[:, 2], F[:, 0]])
-    A = sp.coo_matrix((np.ones(len(i)), (i, j)), shape=(k, k)).tocsr()
-    A = ((A + A.T) > 0).astype(float)
-    L = sp.diags(np.asarray(A.sum(1)).ravel()) - A
-    inner = np.setdiff1d(np.arange(k), loop)
-    uv = np.zeros((k, 2))
-    uv[loop] = uvb
-    rhs = -L[inner][:, loop] @ uvb
-    uv[inner] = spla.splu(L[inner][:, inner].tocsc()).solve(np.asarray(rhs))
-    fm = FlatMap(uv, F, disk.vertex_map, corners, info={"method": "tutte (test stand-in)"}, vertices=V)
-    if fm.signed_areas().sum() < 0:
-        uv[:, 0] = 1 - uv[:, 0]
-        fm = FlatMap(uv, F, disk.vertex_map, corners[[1, 0, 3, 2]], info=fm.info, vertices=V)
-    return fm
-
-
-@pytest.fixture
-def flatten_fn(monkeypatch):
-    """surfmap.flatten, or the stand-in when the mapping modules are not installed yet."""
-    if not hasattr(surfmap.flatmap, "flatten"):
-        monkeypatch.setattr(surfmap.flatmap, "flatten", harmonic_flatten, raising=False)
-    return surfmap.flatmap.flatten
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,7 +115,7 @@ def test_freesurfer_jobs_lists_subjects_and_hemis(tmp_path, meshes):
     assert batch.detect_layout(src) == "freesurfer"
 
 
-def test_run_batch_freesurfer_outputs_and_failure_record(tmp_path, meshes, flatten_fn):
+def test_run_batch_freesurfer_outputs_and_failure_record(tmp_path, meshes):
     src = make_freesurfer_dir(tmp_path / "subjects", meshes)
     out = tmp_path / "out"
     jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=32)
@@ -187,7 +144,7 @@ def test_run_batch_freesurfer_outputs_and_failure_record(tmp_path, meshes, flatt
     assert not (out / "sub-03" / "left" / "images.npz").exists()
 
 
-def test_run_batch_resume_skips_finished_jobs(tmp_path, meshes, flatten_fn):
+def test_run_batch_resume_skips_finished_jobs(tmp_path, meshes):
     src = make_freesurfer_dir(tmp_path / "subjects", meshes)
     out = tmp_path / "out"
     jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=16)
@@ -204,7 +161,7 @@ def test_run_batch_resume_skips_finished_jobs(tmp_path, meshes, flatten_fn):
     assert read_tsv(out / "manifest.tsv")[0]["images"] == "sub-01/left/images.npz"
 
 
-def test_run_batch_crash_mid_write_leaves_no_output(tmp_path, meshes, flatten_fn, monkeypatch):
+def test_run_batch_crash_mid_write_leaves_no_output(tmp_path, meshes, monkeypatch):
     src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=1)
     out = tmp_path / "out"
     jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=16)
@@ -224,11 +181,10 @@ def test_run_batch_crash_mid_write_leaves_no_output(tmp_path, meshes, flatten_fn
     assert not (folder / "images.npz").exists() and not (folder / "status.json").exists()
     assert not [p for p in folder.iterdir() if ".tmp" in p.name]
     monkeypatch.undo()
-    monkeypatch.setattr(surfmap.flatmap, "flatten", flatten_fn, raising=False)
     assert batch.run_batch(jobs, out, progress=False).records[0]["status"] == "done"
 
 
-def test_freesurfer_jobs_missing_file_fails_job_not_listing(tmp_path, meshes, flatten_fn):
+def test_freesurfer_jobs_missing_file_fails_job_not_listing(tmp_path, meshes):
     src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=2)
     (src / "sub-02" / "label" / "lh.cortex.label").unlink()
     jobs = batch.freesurfer_jobs(src, tmp_path / "out", hemis=["left"], size=16)
@@ -250,19 +206,19 @@ def test_freesurfer_jobs_empty_folder(tmp_path):
 # HCP, template mode
 
 
-def hcp_template_map(tmp_path, meshes, flatten_fn):
+def hcp_template_map(tmp_path, meshes):
     V, F = sphere(meshes, seed=0)
     from surfmap.mesh import Mesh
 
-    fm = flatten_fn(Mesh(V, F), cortex_of(V), method="area")
+    fm = flatten(Mesh(V, F), cortex_of(V), method="area")
     fm.save(tmp_path / "maps" / "left" / "flatmap.npz")
     return fm, str(tmp_path / "maps" / "{hemi}" / "flatmap.npz")
 
 
-def test_run_batch_hcp_template_mode(tmp_path, meshes, flatten_fn):
+def test_run_batch_hcp_template_mode(tmp_path, meshes):
     src = make_hcp_dir(tmp_path / "hcp", meshes)
     assert batch.detect_layout(src) == "hcp"
-    fm, template = hcp_template_map(tmp_path, meshes, flatten_fn)
+    fm, template = hcp_template_map(tmp_path, meshes)
     out = tmp_path / "out"
     jobs = batch.hcp_jobs(src, out, hemis=["left"], template=template, size=24)
     assert all(j.template_map and j.surface is None for j in jobs)
@@ -279,7 +235,7 @@ def test_run_batch_hcp_template_mode(tmp_path, meshes, flatten_fn):
     assert manifest[0]["flatmap"].endswith("maps/left/flatmap.npz")
 
 
-def test_run_batch_hcp_native_mode_uses_template_mask(tmp_path, meshes, flatten_fn, monkeypatch):
+def test_run_batch_hcp_native_mode_uses_template_mask(tmp_path, meshes, monkeypatch):
     src = make_hcp_dir(tmp_path / "hcp", meshes, subjects=("100307",))
     V0, _ = sphere(meshes, seed=0)
 
@@ -298,9 +254,9 @@ def test_run_batch_hcp_native_mode_uses_template_mask(tmp_path, meshes, flatten_
     np.testing.assert_array_equal(fm.vertex_map, np.flatnonzero(FakeTemplate.cortex))
 
 
-def test_run_batch_process_pool_matches_serial(tmp_path, meshes, flatten_fn):
+def test_run_batch_process_pool_matches_serial(tmp_path, meshes):
     src = make_hcp_dir(tmp_path / "hcp", meshes)
-    _, template = hcp_template_map(tmp_path, meshes, flatten_fn)
+    _, template = hcp_template_map(tmp_path, meshes)
     serial = batch.run_batch(batch.hcp_jobs(src, tmp_path / "a", hemis=["left"], template=template, size=16),
                              tmp_path / "a", progress=False)
     pooled = batch.run_batch(batch.hcp_jobs(src, tmp_path / "b", hemis=["left"], template=template, size=16),
@@ -311,7 +267,7 @@ def test_run_batch_process_pool_matches_serial(tmp_path, meshes, flatten_fn):
                                       np.load(tmp_path / "b" / s / "left" / "images.npz")["images"])
 
 
-def test_run_batch_dask_local_cluster(tmp_path, meshes, flatten_fn):
+def test_run_batch_dask_local_cluster(tmp_path, meshes):
     distributed = pytest.importorskip("dask.distributed")
     src = make_freesurfer_dir(tmp_path / "subjects", meshes)
     out = tmp_path / "out"
@@ -328,7 +284,7 @@ def test_run_batch_dask_local_cluster(tmp_path, meshes, flatten_fn):
 # tables
 
 
-def test_table_jobs_native_and_missing_file(tmp_path, meshes, flatten_fn):
+def test_table_jobs_native_and_missing_file(tmp_path, meshes):
     src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=1)
     table = tmp_path / "cohort.csv"
     table.write_text(

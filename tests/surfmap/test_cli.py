@@ -12,20 +12,9 @@ import pytest
 from test_batch import cortex_of, make_freesurfer_dir, make_hcp_dir, metric_values, sphere, write_label
 
 import surfmap
+from surfmap import flatten
 from surfmap.cli import main
 from surfmap.flatmap import FlatMap
-
-
-@pytest.fixture
-def flatten_fn(monkeypatch):
-    """surfmap.flatten, or the test stand-in when the mapping modules are not installed yet."""
-    from test_batch import harmonic_flatten
-
-    import surfmap.flatmap
-
-    if not hasattr(surfmap.flatmap, "flatten"):
-        monkeypatch.setattr(surfmap.flatmap, "flatten", harmonic_flatten, raising=False)
-    return surfmap.flatmap.flatten
 
 
 def test_main_version(capsys):
@@ -35,7 +24,7 @@ def test_main_version(capsys):
     assert capsys.readouterr().out.strip() == f"surfmap {surfmap.__version__}"
 
 
-def test_main_missing_surface_one_line_error(tmp_path, flatten_fn, capsys):
+def test_main_missing_surface_one_line_error(tmp_path, capsys):
     code = main(["flatten", str(tmp_path / "lh.white"), "-o", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 1
@@ -43,7 +32,7 @@ def test_main_missing_surface_one_line_error(tmp_path, flatten_fn, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_main_debug_shows_traceback(tmp_path, flatten_fn):
+def test_main_debug_shows_traceback(tmp_path):
     with pytest.raises(surfmap.InputFileNotFoundError):
         main(["flatten", str(tmp_path / "lh.white"), "-o", str(tmp_path / "out"), "--debug"])
 
@@ -55,7 +44,7 @@ def test_main_bad_metric_argument(capsys):
     assert "expected NAME=FILE" in capsys.readouterr().err
 
 
-def test_main_flatten_writes_outputs(tmp_path, meshes, flatten_fn, capsys):
+def test_main_flatten_writes_outputs(tmp_path, meshes, capsys):
     V, F = sphere(meshes)
     nib.freesurfer.write_geometry(str(tmp_path / "lh.white"), V, F)
     nib.freesurfer.write_morph_data(str(tmp_path / "lh.thickness"), metric_values(V, "thickness"))
@@ -75,7 +64,7 @@ def test_main_flatten_writes_outputs(tmp_path, meshes, flatten_fn, capsys):
     assert str(out / "images.npz") in capsys.readouterr().out
 
 
-def test_main_flatten_metric_of_wrong_length(tmp_path, meshes, flatten_fn, capsys):
+def test_main_flatten_metric_of_wrong_length(tmp_path, meshes, capsys):
     V, F = sphere(meshes)
     nib.freesurfer.write_geometry(str(tmp_path / "lh.white"), V, F)
     nib.freesurfer.write_morph_data(str(tmp_path / "lh.thickness"), np.ones(10))
@@ -85,7 +74,7 @@ def test_main_flatten_metric_of_wrong_length(tmp_path, meshes, flatten_fn, capsy
     assert code == 1 and err.count("\n") == 1 and "lh.thickness" in err
 
 
-def test_main_batch_freesurfer_exit_code_and_manifest(tmp_path, meshes, flatten_fn, capsys):
+def test_main_batch_freesurfer_exit_code_and_manifest(tmp_path, meshes, capsys):
     src = make_freesurfer_dir(tmp_path / "subjects", meshes)
     out = tmp_path / "out"
     code = main(["batch", str(src), "-o", str(out), "--hemi", "left", "--size", "16", "--no-progress"])
@@ -98,12 +87,12 @@ def test_main_batch_freesurfer_exit_code_and_manifest(tmp_path, meshes, flatten_
     assert code == 0 and "2 skipped" in capsys.readouterr().out
 
 
-def test_main_batch_hcp_template_file(tmp_path, meshes, flatten_fn, capsys):
+def test_main_batch_hcp_template_file(tmp_path, meshes, capsys):
     from surfmap.mesh import Mesh
 
     src = make_hcp_dir(tmp_path / "hcp", meshes, subjects=("100307",))
     V, F = sphere(meshes, seed=0)
-    flatten_fn(Mesh(V, F), cortex_of(V)).save(tmp_path / "maps" / "left" / "flatmap.npz")
+    flatten(Mesh(V, F), cortex_of(V)).save(tmp_path / "maps" / "left" / "flatmap.npz")
     out = tmp_path / "out"
     code = main(["batch", str(src), "-o", str(out), "--hemi", "left", "--size", "16", "--no-progress",
                  "--template", str(tmp_path / "maps" / "{hemi}" / "flatmap.npz")])
