@@ -21,7 +21,7 @@ from .exceptions import ConvergenceError, MeshError
 from .flatmap import FlatMap
 from .mesh import Mesh, boundary_loop, cotangent_laplacian, face_areas, vertex_areas
 
-__all__ = ["area_preserving_map", "PowerDiagram", "power_diagram", "solve_transport"]
+__all__ = ["PowerDiagram", "area_preserving_map", "power_diagram", "solve_transport"]
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _newton_step(H: sp.csr_matrix, rhs: np.ndarray, pin: int) -> np.ndarray:
     e = np.zeros(H.shape[0])
     e[pin] = H[pin, pin]
     A = (H + sp.diags(e)).tocsc()
-    lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", options=dict(SymmetricMode=True))
+    lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
     return lu.solve(rhs)
 
 
@@ -562,7 +562,7 @@ def area_preserving_map(
     for k, side in enumerate(sides):  # boundary sites exactly on their side
         P[side, 1 - k % 2] = 0.0 if k in (0, 3) else 1.0
     stats = {}
-    w, D = solve_transport(P, nu, tol=tol, max_iter=max_iter, stats=stats)
+    _w, D = solve_transport(P, nu, tol=tol, max_iter=max_iter, stats=stats)
     timings["transport"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

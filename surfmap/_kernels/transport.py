@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_FLAGS = dict(cache=True, nogil=True)  # no fastmath: the clipping relies on exact sign tests
+_FLAGS = {"cache": True, "nogil": True}  # no fastmath: the clipping relies on exact sign tests
 
 
 @njit(**_FLAGS)

@@ -18,7 +18,7 @@ def capped_sphere():
 @pytest.fixture
 def harmonic_conformal(monkeypatch):
     """Stand in the harmonic square map for the conformal stage, to test the pipeline alone."""
-    import surfmap.conformal as conformal
+    from surfmap import conformal
     from surfmap.transport import _harmonic_square_map
 
     monkeypatch.setattr(conformal, "conformal_map", lambda mesh, **kw: _harmonic_square_map(mesh))

@@ -116,7 +116,7 @@ def test_solve_transport_random_sites_converge():
     nu = rng.uniform(0.2, 5.0, size=len(P))
     nu /= nu.sum()
     stats = {}
-    w, D = solve_transport(P, nu, tol=1e-9, stats=stats)
+    _w, D = solve_transport(P, nu, tol=1e-9, stats=stats)
     assert np.max(np.abs(D.areas - nu) / nu) < 1e-9
     assert D.areas.min() > 0
     assert abs(D.areas.sum() - 1) < 1e-12
@@ -128,7 +128,7 @@ def test_solve_transport_clustered_sites_never_empty():
     P = random_sites(300, 10) ** 3
     nu = np.full(len(P), 1.0 / len(P))
     stats = {}
-    w, D = solve_transport(P, nu, stats=stats)
+    _w, _D = solve_transport(P, nu, stats=stats)
     assert stats["cell_area_error"] < 1e-6
     assert stats["halvings"] > 0
 
@@ -219,8 +219,8 @@ def test_area_preserving_map_nan_init_raises():
         area_preserving_map(mesh, bad)
 
 
-@pytest.mark.parametrize("kw, match", [(dict(tol=0), "tol"), (dict(tol=2.0), "tol"), (dict(tol="x"), "tol"),
-                                       (dict(max_iter=-1), "max_iter"), (dict(area_tol=-1), "area_tol")])
+@pytest.mark.parametrize("kw, match", [({"tol": 0}, "tol"), ({"tol": 2.0}, "tol"), ({"tol": "x"}, "tol"),
+                                       ({"max_iter": -1}, "max_iter"), ({"area_tol": -1}, "area_tol")])
 def test_area_preserving_map_bad_parameters_raise(kw, match):
     mesh = grid_mesh(4)
     with pytest.raises(ValueError, match=match):
