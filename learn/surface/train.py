@@ -207,15 +207,17 @@ def predict(model: nn.Module, ds, *, device="auto", batch_size: int = 64, amp: b
 
 
 def make_splits(dataset: SurfaceImageDataset, cv: CVConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Train/test index pairs; checks that no subject (and for "loso" no site) is on both sides."""
+    """Train/test index pairs; checks that no subject (nor, for "kfold", a group such as a family; for "loso",
+    a site) is on both sides."""
     if cv.scheme == "kfold":
         splits = list(stratified_group_kfold(dataset.labels, dataset.groups, n_splits=cv.n_splits, seed=cv.seed))
     else:
         splits = list(leave_one_group_out(dataset.sites))
     for train, test in splits:
-        check_disjoint(train, test, dataset.groups, "subject")
         check_disjoint(train, test, dataset.subjects, "subject")
-        if cv.scheme == "loso":
+        if cv.scheme == "kfold":
+            check_disjoint(train, test, dataset.groups, "group")
+        else:
             check_disjoint(train, test, dataset.sites, "site")
     return splits
 
@@ -257,7 +259,7 @@ def summarize_predictions(pred: pd.DataFrame, *, bootstrap_rounds: int = 1000, s
             ci = {"note": str(exc)}
         fold_auc = [m["auc"] for m in folds if np.isfinite(m["auc"])]
         out[c] = {"pooled": pooled, "ci95": ci, "folds": folds,
-                  "fold_mean": {k: float(np.nanmean([m[k] for m in folds]))
+                  "fold_mean": {k: _nanmean([m[k] for m in folds])
                                 for k in ("accuracy", "sensitivity", "specificity", "auc")},
                   "n_folds_with_auc": len(fold_auc)}
     return out
@@ -353,6 +355,12 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "results": results}), indent=2))
         _results_table(results).to_csv(out / "results.csv", index=False)
     return {"predictions": pred, "results": results, "splits": splits}
+
+
+def _nanmean(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.mean()) if v.size else float("nan")
 
 
 def _results_table(results: dict) -> pd.DataFrame:
