@@ -261,8 +261,10 @@ def cmd_demo(args) -> int:
         files.append(save_figure(fig, out / f"flatmap_{method}.png"))
     fig = plot_distortion_histograms(per_face, title=f"{args.template} {args.hemi}: distortion per face")
     files.append(save_figure(fig, out / "distortion_histograms.png"))
+    print("  method     seconds  flipped  |log area ratio| p95  dilatation mean (1 = conformal)")
     for method, s in summary.items():
-        print(f"  {method:<9}: " + ", ".join(f"{k} {v}" for k, v in s.items()))
+        print(f"  {method:<9} {s['seconds']:>8.2f}  {s.get('n_flipped', '?'):>7}  "
+              f"{s.get('area_abs_p95', float('nan')):>20.3f}  {s.get('dilatation_mean', float('nan')):>15.3f}")
     print(f"wrote {len(files)} files to {out}/:")
     for path in files:
         print(f"  {path.name}")
@@ -270,22 +272,8 @@ def cmd_demo(args) -> int:
 
 
 def _short_distortion(d: dict) -> dict:
-    """A few headline numbers of a distortion dict, whatever its nesting."""
-    flat = {}
-
-    def walk(prefix, x):
-        if isinstance(x, dict):
-            for k, v in x.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(x, (int, float)) and not isinstance(x, bool):
-            flat[prefix] = x
-
-    walk("", d)
-    keep = {}
-    for k, v in flat.items():
-        if any(s in k for s in ("flip", "p95", "dilatation_mean", "mean_dilatation")):
-            keep[k] = round(v, 4) if isinstance(v, float) else v
-    return keep or {k: v for k, v in list(flat.items())[:4]}
+    """The headline numbers of a distortion dict (``Distortion.to_dict()``)."""
+    return {k: d[k] for k in ("n_flipped", "area_abs_p95", "dilatation_mean") if k in d}
 
 
 if __name__ == "__main__":

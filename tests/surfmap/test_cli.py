@@ -116,3 +116,16 @@ def test_python_dash_m_surfmap_version():
     res = subprocess.run([sys.executable, "-m", "surfmap", "--version"], capture_output=True, text=True,
                          timeout=60, check=False)
     assert res.returncode == 0 and res.stdout.strip() == f"surfmap {surfmap.__version__}"
+
+
+def test_main_demo_writes_figures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--size", "32"]) == 0
+    text = capsys.readouterr().out
+    assert "conformal" in text and "area" in text and str(out) in text
+    for name in ("images_conformal.png", "images_area.png", "flatmap_area.png", "distortion_histograms.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    z = np.load(out / "images_area.npz")
+    assert z["images"].shape == (3, 32, 32) and np.isfinite(z["images"]).all()
+    assert sorted(z["channels"]) == ["curvature", "sulc", "thickness"]
+    assert json.loads((out / "distortion_area.json").read_text())["n_flipped"] == 0
