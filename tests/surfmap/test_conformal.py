@@ -1,0 +1,302 @@
+import numpy as np
+import pytest
+from scipy.spatial import Delaunay
+
+import surfmap
+from surfmap import conformal as C
+from surfmap._kernels import conformal as K
+from surfmap.exceptions import MeshError
+from surfmap.mesh import Mesh, boundary_loop, corner_angles, cotangent_laplacian, edge_lengths
+
+
+# ---------------------------------------------------------------------------------------------
+# meshes
+
+
+def grid(nx, ny, a=1.0, b=1.0):
+    """Flat a x b rectangle, (nx+1) x (ny+1) vertices, CCW faces with alternating diagonals (every
+    corner has 2 faces when nx, ny are even); returns mesh and corner ids."""
+    x, y = np.meshgrid(np.linspace(0, a, nx + 1), np.linspace(0, b, ny + 1))
+    V = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)])
+    idx = np.arange((nx + 1) * (ny + 1)).reshape(ny + 1, nx + 1)
+    F = []
+    for j in range(ny):
+        for i in range(nx):
+            p, q, r, s = idx[j, i], idx[j, i + 1], idx[j + 1, i + 1], idx[j + 1, i]
+            F += [[p, q, r], [p, r, s]] if (i + j) % 2 == 0 else [[p, q, s], [q, r, s]]
+    corners = np.array([idx[0, 0], idx[0, nx], idx[ny, nx], idx[ny, 0]])
+    return Mesh(V, np.array(F)), corners
+
+
+def disk_points(rings=7, jitter=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    pts = [[0.0, 0.0]]
+    for k in range(1, rings + 1):
+        th = np.linspace(0, 2 * np.pi, 6 * k, endpoint=False) + 0.1 * k
+        r = k / rings
+        ring = np.column_stack([r * np.cos(th), r * np.sin(th)])
+        if k < rings and jitter:
+            ring += jitter / rings * rng.uniform(-1, 1, ring.shape)
+        pts.append(ring)
+    P = np.vstack(pts)
+    F = Delaunay(P).simplices.astype(np.int64)
+    e1, e2 = P[F[:, 1]] - P[F[:, 0]], P[F[:, 2]] - P[F[:, 0]]
+    neg = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0] < 0
+    F[neg] = F[neg][:, ::-1]
+    return P, F
+
+
+def planar_disk(**kw):
+    P, F = disk_points(**kw)
+    return Mesh(np.column_stack([P, np.zeros(len(P))]), F)
+
+
+def cap(phi_max=1.2, **kw):
+    P, F = disk_points(**kw)
+    r = np.hypot(P[:, 0], P[:, 1])
+    th = np.arctan2(P[:, 1], P[:, 0])
+    phi = r * phi_max
+    V = np.column_stack([np.sin(phi) * np.cos(th), np.sin(phi) * np.sin(th), np.cos(phi)])
+    return Mesh(V, F)
+
+
+def egg_cap(**kw):
+    """A cap with an egg-shaped outline: a well-defined principal axis and direction."""
+    mesh = cap(**kw)
+    V = mesh.vertices.copy()
+    V[:, 0] = 1.5 * V[:, 0] + 0.4 * V[:, 0] ** 2
+    return Mesh(V, mesh.faces)
+
+
+def angle_sums(uv, F):
+    V = np.column_stack([uv, np.zeros(len(uv))])
+    A = corner_angles(V, F)
+    return np.bincount(F.ravel(), weights=A.ravel(), minlength=len(uv))
+
+
+def check_square(fm, mesh):
+    """Corners exact, boundary vertices on their sides in order, no flipped face."""
+    uv = fm.uv
+    np.testing.assert_array_equal(uv[fm.corners], [[0, 0], [1, 0], [1, 1], [0, 1]])
+    assert uv.min() >= 0.0 and uv.max() <= 1.0
+    loop = boundary_loop(mesh.faces)
+    pos = {int(v): i for i, v in enumerate(loop)}
+    p = [pos[int(c)] for c in fm.corners]
+    nb = len(loop)
+    for s, (axis, val, sign) in enumerate([(1, 0.0, 1), (0, 1.0, 1), (1, 1.0, -1), (0, 0.0, -1)]):
+        a, b = p[s], p[(s + 1) % 4]
+        side = loop[np.arange(a, a + ((b - a) % nb) + 1) % nb]
+        np.testing.assert_array_equal(uv[side, axis], val)
+        assert (sign * np.diff(uv[side, 1 - axis]) > 0).all()
+    assert (fm.signed_areas() > 0).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# derivatives
+
+
+def _state(mesh, seed=1):
+    V, F = mesh.vertices, mesh.faces.copy()
+    n = len(V)
+    twin, ok = K.build_twins(F, n)
+    assert ok
+    lam = np.log(edge_lengths(V, F))[:, [2, 0, 1]].ravel().copy()
+    u = 0.1 * np.random.default_rng(seed).normal(size=n)
+    return F, twin, lam, u, n
+
+
+def test_energy_gradient_matches_finite_differences():
+    mesh = cap(rings=4, jitter=0.3)
+    F, twin, lam, u, n = _state(mesh)
+    loop = boundary_loop(F)
+    Theta = C._targets(n, loop, loop[[0, 5, 10, 15]])
+    asum, cotw = np.empty(n), np.empty(3 * len(F))
+
+    def energy(x):
+        return K.evaluate(F, lam, x, Theta, asum, cotw, True)[0]
+
+    energy(u)
+    grad = Theta - asum
+    eps = 1e-6
+    fd = np.array([(energy(u + eps * e) - energy(u - eps * e)) / (2 * eps) for e in np.eye(n)])
+    np.testing.assert_allclose(fd, grad, rtol=1e-6, atol=1e-7)
+
+
+def test_hessian_is_cotangent_laplacian_of_current_metric():
+    mesh = cap(rings=4, jitter=0.3)
+    F, twin, lam, u, n = _state(mesh, seed=2)
+    asum, cotw = np.empty(n), np.empty(3 * len(F))
+    zeros = np.zeros(n)
+
+    def sums(x):
+        K.evaluate(F, lam, x, zeros, asum, cotw, False)
+        return asum.copy()
+
+    sums(u)
+    indptr, indices, slots = K.csr_pattern(F, n)
+    H = C._laplacian_csc(indptr, indices, K.csr_values(slots, cotw, len(indices)), n).toarray()
+    eps = 1e-6
+    # Hessian of the energy = -d(angle sums)/du
+    fd = np.column_stack([-(sums(u + eps * e) - sums(u - eps * e)) / (2 * eps) for e in np.eye(n)])
+    np.testing.assert_allclose(fd, H, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(H, H.T, atol=1e-12)
+    assert np.linalg.eigvalsh(H)[1] > 0  # PSD, kernel = constants
+
+
+def test_lobachevsky_matches_scipy_spence():
+    from scipy.special import spence
+
+    x = np.linspace(1e-6, np.pi - 1e-6, 37)
+    ref = 0.5 * np.imag(spence(1 - np.exp(2j * x)))
+    np.testing.assert_allclose([K.lobachevsky(t) for t in x], ref, atol=1e-14)
+
+
+def test_ptolemy_flip_keeps_cocircular_lengths_and_is_an_involution():
+    # a quad inscribed in a circle: the Ptolemy length equals the Euclidean diagonal
+    th = np.array([0.3, 1.9, 3.5, 5.0])
+    P = np.column_stack([np.cos(th), np.sin(th), np.zeros(4)])
+    F = np.array([[0, 1, 2], [0, 2, 3]])
+    twin, _ = K.build_twins(F, 4)
+    lam = np.log(edge_lengths(P, F))[:, [2, 0, 1]].ravel().copy()
+    u = np.zeros(4)
+    h = int(np.flatnonzero(twin >= 0)[0])
+    lam0, F0 = lam.copy(), F.copy()
+    K._flip(F, twin, lam, u, h, False)
+    diag = np.exp(lam[np.flatnonzero(twin >= 0)[0]])
+    np.testing.assert_allclose(diag, np.linalg.norm(P[1] - P[3]), rtol=1e-13)
+    K._flip(F, twin, lam, u, int(np.flatnonzero(twin >= 0)[0]), False)
+    key = lambda F, lam: sorted(  # noqa: E731
+        (min(F.ravel()[i], F[:, [1, 2, 0]].ravel()[i]), max(F.ravel()[i], F[:, [1, 2, 0]].ravel()[i]), round(lam[i], 12))
+        for i in range(6)
+    )
+    assert key(F, lam) == key(F0, lam0)
+
+
+# ---------------------------------------------------------------------------------------------
+# analytic cases
+
+
+def test_conformal_map_flat_square_is_identity():
+    mesh, corners = grid(12, 12, 2.0, 2.0)
+    fm = surfmap.conformal_map(mesh, corners)
+    assert fm.info["iterations"] == 0
+    np.testing.assert_allclose(fm.uv, mesh.vertices[:, :2] / 2.0, atol=1e-12)
+    np.testing.assert_array_equal(fm.vertex_map, np.arange(mesh.n_vertices))
+    np.testing.assert_array_equal(fm.faces, mesh.faces)
+    check_square(fm, mesh)
+
+
+@pytest.mark.parametrize("a, b", [(3.0, 1.0), (1.0, 2.5)])
+def test_conformal_map_rectangle_modulus(a, b):
+    mesh, corners = grid(16, 6, a, b)
+    fm = surfmap.conformal_map(mesh, corners)
+    np.testing.assert_allclose(fm.info["modulus"], b / a, rtol=1e-10)
+    np.testing.assert_allclose(fm.info["dilatation"], max(a / b, b / a), rtol=1e-10)
+    L = cotangent_laplacian(mesh.vertices, mesh.faces)
+    np.testing.assert_allclose(C.dirichlet_modulus(L, boundary_loop(mesh.faces), corners), b / a, rtol=1e-10)
+    d = surfmap.distortion(fm)
+    np.testing.assert_allclose(d.dilatation, max(a / b, b / a), rtol=1e-9)
+    check_square(fm, mesh)
+
+
+@pytest.mark.parametrize("make", [planar_disk, cap], ids=["disk", "cap"])
+def test_conformal_map_disk_and_cap_onto_square(make):
+    mesh = make(rings=8, jitter=0.2)
+    fm = surfmap.conformal_map(mesh)
+    info = fm.info
+    assert max(info["residuals"].values()) < 1e-9
+    check_square(fm, mesh)
+    s = angle_sums(fm.uv, mesh.faces)
+    np.testing.assert_allclose(s[fm.corners], np.pi / 2, atol=1e-8)
+    assert abs(np.log(info["modulus"])) < 0.05  # modulus-1 corners (up to the corner grid)
+    d = surfmap.distortion(fm)
+    assert d.n_flipped == 0
+    assert d.dilatation_mean < 1.1
+
+
+def test_conformal_map_invariant_to_scale_and_rigid_motion():
+    mesh = egg_cap(rings=6, jitter=0.3, seed=3)
+    fm = surfmap.conformal_map(mesh)
+    c, s = np.cos(0.7), np.sin(0.7)
+    R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]) @ np.array([[1, 0, 0], [0, c, s], [0, -s, c]])
+    moved = Mesh(3.7 * mesh.vertices @ R.T + [5.0, -2.0, 1.0], mesh.faces)
+    fm2 = surfmap.conformal_map(moved)
+    np.testing.assert_array_equal(fm2.corners, fm.corners)
+    np.testing.assert_allclose(fm2.uv, fm.uv, atol=1e-9)
+
+
+def test_conformal_map_invariant_to_vertex_relabelling():
+    mesh = egg_cap(rings=6, jitter=0.3, seed=4)
+    fm = surfmap.conformal_map(mesh)
+    perm = np.random.default_rng(0).permutation(mesh.n_vertices)  # new vertex i = old perm[i]
+    inv = np.argsort(perm)
+    F = inv[mesh.faces]
+    relabelled = Mesh(mesh.vertices[perm], np.roll(F, 1, axis=1)[::-1])
+    fm2 = surfmap.conformal_map(relabelled)
+    np.testing.assert_array_equal(perm[fm2.corners], fm.corners)
+    np.testing.assert_allclose(fm2.uv, fm.uv[perm], atol=1e-9)
+
+
+def test_conformal_map_fsaverage5_template():
+    hemi = surfmap.load_template("fsaverage5", "left")
+    disk = surfmap.cut(hemi.mesh, hemi.cortex).mesh
+    fm = surfmap.conformal_map(disk)
+    assert max(fm.info["residuals"].values()) < 1e-8
+    check_square(fm, disk)
+    d = surfmap.distortion(fm)
+    assert d.n_flipped == 0
+    assert d.dilatation_mean <= 1.10
+    assert fm.info["flips"]["during_flow"] > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+
+def test_conformal_map_rejects_closed_or_annulus():
+    mesh, _ = grid(6, 6)
+    keep = np.ones(len(mesh.faces), dtype=bool)
+    keep[[42, 43]] = False  # a hole in the middle
+    with pytest.raises(MeshError, match="topological disk.*2 boundary loop"):
+        surfmap.conformal_map(Mesh(mesh.vertices, mesh.faces[keep]))
+
+
+def test_conformal_map_rejects_non_mesh():
+    with pytest.raises(MeshError, match="expected a surfmap.Mesh"):
+        surfmap.conformal_map(np.zeros((3, 3)))
+
+
+def test_conformal_map_rejects_corner_not_on_boundary():
+    mesh, corners = grid(6, 6)
+    bad = corners.copy()
+    bad[1] = 8  # interior vertex
+    with pytest.raises(MeshError, match="not on the boundary"):
+        surfmap.conformal_map(mesh, bad)
+
+
+def test_conformal_map_rejects_adjacent_corners():
+    mesh, corners = grid(6, 6)
+    bad = corners.copy()
+    bad[1] = 1  # next to corner 0
+    with pytest.raises(MeshError, match="adjacent"):
+        surfmap.conformal_map(mesh, bad)
+
+
+def test_conformal_map_rejects_wrong_corner_count():
+    mesh, corners = grid(6, 6)
+    with pytest.raises(MeshError, match="4 integer vertex indices"):
+        surfmap.conformal_map(mesh, corners[:3])
+
+
+def test_conformal_map_rejects_corners_out_of_order():
+    mesh, corners = grid(6, 6)
+    with pytest.raises(MeshError, match="not in boundary order"):
+        surfmap.conformal_map(mesh, corners[[0, 2, 1, 3]])
+
+
+def test_conformal_map_rejects_ears():
+    mesh, corners = grid(4, 4)
+    V = np.vstack([mesh.vertices, [[0.5, -0.5, 0.0]]])
+    F = np.vstack([mesh.faces, [[1, 0, 25]]])  # a triangle hanging below the first cell
+    with pytest.raises(MeshError, match="ears"):
+        surfmap.conformal_map(Mesh(V, F))
