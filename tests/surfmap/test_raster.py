@@ -241,3 +241,16 @@ def test_rasterizer_bad_arguments():
         R(np.zeros((1, 16, 1, 1)))
     with pytest.raises(MetricError, match="expected numbers"):
         R(np.array(["a"] * 16))
+
+
+def test_rasterizer_for_template_shared_operator():
+    from surfmap.templates import load_template
+
+    R = Rasterizer.for_template("fsaverage5", "left", size=32)
+    assert Rasterizer.for_template("fsaverage5", "left", size=32) is R  # one map, one operator
+    tpl = load_template("fsaverage5", "left")
+    subjects = np.stack([tpl.metrics["thickness"] * (1 + 0.1 * s) for s in range(3)])[:, :, None]
+    imgs = R(subjects)  # full-length arrays (10,242 vertices): the cortex is read through vertex_map
+    assert imgs.shape == (3, 1, 32, 32) and np.isfinite(imgs).all()
+    np.testing.assert_allclose(imgs[2], imgs[0] * 1.2, rtol=1e-5)
+    np.testing.assert_array_equal(imgs[0], R(tpl.metrics["thickness"][R.flatmap.vertex_map]))
