@@ -177,13 +177,22 @@ def batch(workdir: Path, quick: bool = False, n_subjects: int | None = None, job
         return dict(skipped=f"surfmap batch unavailable: {err}")
     n_subjects = n_subjects or (2 if quick else 4)
     root = Path(workdir) / "cohort"
-    write_freesurfer_cohort(root, n_subjects)
+    names = write_freesurfer_cohort(root, n_subjects)
     res = dict(cohort=f"{n_subjects} synthetic FreeSurfer subjects (fsaverage5 white, 2 hemispheres each)")
     parts = []
-    runs = [("native", j, []) for j in jobs] + [("template", 1, ["--mode", "template", "--template", "fsaverage5"])]
-    for mode, j, extra in runs:
+    # template mode reads the same metric files through a table (FreeSurfer folders mean native meshes)
+    table = Path(workdir) / "cohort.csv"
+    with open(table, "w") as fh:
+        fh.write("subject,hemi,thickness,sulc,curv\n")
+        for name in names:
+            for h in ("lh", "rh"):
+                fh.write(f"{name},{h}," + ",".join(str(root / name / "surf" / f"{h}.{m}")
+                                                  for m in ("thickness", "sulc", "curv")) + "\n")
+    runs = [("native", j, root, []) for j in jobs] + [
+        ("template", 1, table, ["--mode", "template", "--template", "fsaverage5"])]
+    for mode, j, source, extra in runs:
         out = Path(workdir) / f"batch-out-{mode}-j{j}"
-        cmd = _surfmap_cmd() + ["batch", str(root), "-o", str(out), "--jobs", str(j), "--no-progress"] + extra
+        cmd = _surfmap_cmd() + ["batch", str(source), "-o", str(out), "--jobs", str(j), "--no-progress"] + extra
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
         wall = time.perf_counter() - t0
@@ -195,7 +204,7 @@ def batch(workdir: Path, quick: bool = False, n_subjects: int | None = None, job
         res[f"{key}_wall_s"] = wall
         res[f"{key}_subjects_per_min"] = n_subjects * 60.0 / wall
         parts.append(f"{mode} --jobs {j}: {n_subjects * 60.0 / wall:.1f} subjects/min ({wall:.1f} s)")
-    res["command"] = ("surfmap batch COHORT -o OUT --jobs N --no-progress "
-                      "[--mode template --template fsaverage5]")
+    res["command"] = ("surfmap batch COHORT -o OUT --jobs N --no-progress; template mode: "
+                      "surfmap batch COHORT.csv -o OUT --mode template --template fsaverage5")
     res["summary"] = "; ".join(parts) or "failed"
     return res
