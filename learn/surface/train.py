@@ -90,12 +90,16 @@ class ScheduleConfig:
 @dataclass
 class ModelConfig:
     """Which network: ``name`` in resnet18 / resnet34 / resnet50 / densenet121 / tiny; ``weights`` "imagenet",
-    a file path or None (from scratch)."""
+    a file path, or None / "none" / "scratch" (from scratch; TOML has no null)."""
 
     name: str = "resnet50"
     weights: str | None = "imagenet"
     tiny_width: int = 16
     tiny_depth: int = 3
+
+    def __post_init__(self):
+        if isinstance(self.weights, str) and self.weights.strip().lower() in ("none", "scratch", ""):
+            self.weights = None
 
 
 @dataclass
