@@ -332,9 +332,11 @@ def hcp_jobs(root, out, *, hemis=HEMIS, metrics=HCP_METRICS, mode: str = "templa
         for hemi in hemis:
             mets, missing = [], []
             for m in metrics:
-                p = _hcp_file(folder, s, _HCP_STEMS.get(m, (m,)), "dscalar.nii", prefer_msmall)
+                stems = _HCP_STEMS.get(m, (m,))
+                p = _hcp_file(folder, s, stems, "dscalar.nii", prefer_msmall)
                 if p is None:
-                    missing.append(str(folder / f"{s}.{_HCP_STEMS.get(m, (m,))[0]}.32k_fs_LR.dscalar.nii"))
+                    tried = " or ".join(f"{s}.{stem}[_MSMAll].32k_fs_LR.dscalar.nii" for stem in stems)
+                    missing.append(f"{folder}/{tried} ({m})")
                 mets.append((m, str(p) if p else ""))
             common = dict(subject=s, hemi=hemi, out_dir=str(Path(out) / s / hemi), metrics=tuple(mets),
                           method=method, size=size, sampling=sampling, nan_policy=nan_policy)
