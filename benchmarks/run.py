@@ -227,10 +227,15 @@ def _time_of(r: dict) -> float | None:
     return r["median_s"] if r.get("median_s") is not None else r.get("first_s")
 
 
+_COUNTERS = ("iteration", "factorisation", "factorization", "count", "n_")
+
+
 def _stage_timings(r: dict) -> dict:
+    """Stage -> seconds from ``fm.info["timings"]`` (counters such as iteration numbers left out)."""
     info = r.get("info") or {}
     t = info.get("timings") or info.get("timing") or {}
-    return {k: float(v) for k, v in t.items() if isinstance(v, (int, float))}
+    return {k: float(v) for k, v in t.items()
+            if isinstance(v, (int, float)) and not any(c in k for c in _COUNTERS)}
 
 
 def _predict(rows: list[dict], name: str, n: int) -> float | None:
@@ -260,7 +265,10 @@ def run_scaling(base_rows: list[dict], cases: list[Case], workdir: Path, *, cap:
         exponents[name] = fit_exponent([r["n"] for r in rs], [_time_of(r) or np.nan for r in rs])
         stages = sorted({k for r in rs for k in _stage_timings(r)})
         for s in stages:
-            e = fit_exponent([r["n"] for r in rs], [_stage_timings(r).get(s, np.nan) for r in rs])
+            ts = [_stage_timings(r).get(s, np.nan) for r in rs]
+            if not np.nanmin(ts) >= 0.01:  # stages under 10 ms somewhere: noise, no exponent
+                continue
+            e = fit_exponent([r["n"] for r in rs], ts)
             if e is not None:
                 stage_exponents[f"{name}.{s}"] = e
     return dict(rows=rows, exponents=exponents, stage_exponents=stage_exponents)
