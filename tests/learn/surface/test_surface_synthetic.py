@@ -170,3 +170,23 @@ def test_write_hcp_read_back(tmp_path):
         got = surfmap.read_metric(folder / f"{s}.{stem}.32k_fs_LR.dscalar.nii", hemi="left")
         np.testing.assert_allclose(got[cortex], values[m][cortex], rtol=1e-6)
         assert np.isnan(got[~cortex]).all()
+
+
+def test_freesurfer_layout_through_surfmap_batch_equals_template_mode(tmp_path):
+    from surfmap.batch import freesurfer_jobs, run_batch
+
+    from learn.surface.dataset import SurfaceImageDataset
+
+    c = S.hcp_like_cohort(3, template="fsaverage5", hemis=("left",), metrics=("thickness", "sulc"), n_modes=12)
+    root = c.write_freesurfer(tmp_path / "synthetic_subjects")
+    out = tmp_path / "flat"
+    jobs = freesurfer_jobs(root, out, hemis=("left",), metrics=("thickness", "sulc"), size=32, method="conformal")
+    result = run_batch(jobs, out, progress=False)
+    assert [r["status"] for r in result.records] == ["done"] * 3
+    ds = SurfaceImageDataset.from_manifest(out / "manifest.tsv", root / "cohort.csv", hemis=("left",))
+    assert ds.channels == ["left_thickness", "left_sulc"] and ds.labels.tolist() == c.table["label"].tolist()
+    # native mode on the (unjittered) template mesh = template mode: same map, same images
+    images, _ = c.images(S.template_rasterizers(c, size=32, method="conformal"))
+    for k in range(2):
+        r = np.corrcoef(ds.images[:, k].ravel(), images[:, k].ravel())[0, 1]
+        assert r > 0.999
