@@ -338,8 +338,8 @@ def hcp_jobs(root, out, *, hemis=HEMIS, metrics=HCP_METRICS, mode: str = "templa
                     tried = " or ".join(f"{s}.{stem}[_MSMAll].32k_fs_LR.dscalar.nii" for stem in stems)
                     missing.append(f"{folder}/{tried} ({m})")
                 mets.append((m, str(p) if p else ""))
-            common = dict(subject=s, hemi=hemi, out_dir=str(Path(out) / s / hemi), metrics=tuple(mets),
-                          method=method, size=size, sampling=sampling, nan_policy=nan_policy)
+            common = {"subject": s, "hemi": hemi, "out_dir": str(Path(out) / s / hemi), "metrics": tuple(mets),
+                      "method": method, "size": size, "sampling": sampling, "nan_policy": nan_policy}
             if mode == "template":
                 jobs.append(Job(**common, template_map=str(maps[hemi][0]), n_vertices=maps[hemi][1],
                                 problem=_missing(missing)))
@@ -402,8 +402,8 @@ def table_jobs(table, out, *, template: str | None = None, template_surface: str
             raise BatchError(f"{table}, line {i}: empty 'subject'")
         mets = tuple((m, resolve(r.get(m))) for m in metric_cols)
         missing = [p or f"(column '{m}' empty)" for m, p in mets if not p or not Path(p).exists()]
-        common = dict(subject=subject, hemi=hemi, out_dir=str(Path(out) / subject / hemi), metrics=mets,
-                      method=method, size=size, sampling=sampling, nan_policy=nan_policy)
+        common = {"subject": subject, "hemi": hemi, "out_dir": str(Path(out) / subject / hemi), "metrics": mets,
+                  "method": method, "size": size, "sampling": sampling, "nan_policy": nan_policy}
         if template is not None:
             if hemi not in maps:
                 maps[hemi] = prepare_template(out, hemi, template, method=method, surface=template_surface)
@@ -610,8 +610,8 @@ def _init_worker():
         import numba
 
         numba.set_num_threads(1)  # one process per core: no oversubscription
-    except Exception:  # noqa: BLE001
-        pass
+    except Exception as err:  # noqa: BLE001 - only a performance setting
+        logger.debug("could not limit numba threads in a worker: %s", err)
 
 
 def _progress(total: int, enabled):

@@ -2,6 +2,8 @@
 
 Errors from surfmap (bad files, meshes that are not disks, ...) print one line,
 ``surfmap: error: <message>``, on stderr and exit with status 1; ``--debug`` shows the traceback.
+``surfmap batch`` exits with status 3 when some subjects failed (the others are done; the
+reasons are in ``failures.tsv``); usage errors exit with status 2 (argparse).
 """
 
 from __future__ import annotations
@@ -73,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("batch", parents=[common], help="a whole cohort: FreeSurfer, HCP or a CSV table",
                        description="Flatten and rasterize every subject and hemisphere of a cohort. Writes "
                                    "OUT/<subject>/<hemi>/images.npz, OUT/manifest.tsv and OUT/failures.tsv; "
-                                   "re-running skips finished work.")
+                                   "re-running skips finished work and retries failed subjects. Exit "
+                                   "status 0 when every job is done, 3 when some failed (see failures.tsv).")
     b.add_argument("source", help="FreeSurfer SUBJECTS_DIR, HCP folder (<subj>/MNINonLinear/fsaverage_LR32k), "
                                   "or a CSV/TSV table (subject, hemi, surface, mask, metric columns)")
     b.add_argument("-o", "--out", required=True, help="output folder")
@@ -181,7 +184,7 @@ def cmd_batch(args) -> int:
 
     _check_size(args.size)
     layout = batch.detect_layout(args.source) if args.layout == "auto" else args.layout
-    common = dict(method=args.method, size=args.size, sampling=args.sampling, nan_policy=args.nan_policy)
+    common = {"method": args.method, "size": args.size, "sampling": args.sampling, "nan_policy": args.nan_policy}
     mode = args.mode or ("template" if layout == "hcp" or (layout == "table" and args.template) else "native")
     if layout == "freesurfer":
         if mode == "template":

@@ -51,10 +51,10 @@ def locate_pixel_centres(uv, faces, size, eps, face_of, weights):
         umax = max(ax, max(bx, cx))
         vmin = min(ay, min(by, cy))
         vmax = max(ay, max(by, cy))
-        j0 = max(0, int(math.ceil(umin * size - 0.5)))
-        j1 = min(size - 1, int(math.floor(umax * size - 0.5)))
-        i0 = max(0, int(math.ceil((1.0 - vmax) * size - 0.5)))
-        i1 = min(size - 1, int(math.floor((1.0 - vmin) * size - 0.5)))
+        j0 = max(0, math.ceil(umin * size - 0.5))
+        j1 = min(size - 1, math.floor(umax * size - 0.5))
+        i0 = max(0, math.ceil((1.0 - vmax) * size - 0.5))
+        i1 = min(size - 1, math.floor((1.0 - vmin) * size - 0.5))
         for i in range(i0, i1 + 1):
             py = 1.0 - (i + 0.5) / size
             for j in range(j0, j1 + 1):
