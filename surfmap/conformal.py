@@ -35,6 +35,8 @@ __all__ = ["conformal_map", "dirichlet_modulus"]
 log = logging.getLogger(__name__)
 
 _DELAUNAY_TOL = 1e-10
+_SWITCH_TOL = 0.1  # curvature error at which provisional corners are replaced
+_MODULUS_TOL = 0.02  # re-choose default corners when |log modulus| exceeds this on the flat metric
 _PCG_MAXITER = 25  # more PCG iterations than this: refactorise now
 _PCG_REFACTOR = 10  # more than this: refactorise at the next Newton step  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
 
@@ -322,6 +324,37 @@ def _circle_modulus(a0, a1, a2, a3):
     return ellipk(q) / ellipkm1(q)
 
 
+def _diag_slot(indptr, indices, i):
+    return int(indptr[i] + np.searchsorted(indices[indptr[i] : indptr[i + 1]], i))
+
+
+def _pick_pair(M, t1, t3):
+    """Among pairs with |log M| within 2e-3 of the best, the one with the closest arc fractions."""
+    err = np.abs(np.log(M))
+    ok = err <= err.min() + 2e-3
+    cost = np.where(ok, np.abs(t1[:, None] - t3[None, :]), np.inf)
+    return np.unravel_index(int(np.argmin(cost)), cost.shape)
+
+
+def _equipotential_corners(f, seg, i0, i2, loop):
+    """c1, c3 (loop positions) from the potential ``f`` of a unit source at c0 and sink at c2.
+
+    ``-f`` is the real part of the conformal map onto a strip of width 1 with c0 at -inf and
+    c2 at +inf; ``exp(pi w)`` maps the strip to the half-plane (c0 -> 0, c1 -> e^{pi a} > 0,
+    c2 -> inf, c3 -> -e^{pi b} < 0), where the cross-ratio is ``1 + e^{pi (b - a)}``.
+    """
+    k1, t1 = _arc_fractions(seg, i0, i2)
+    k3, t3 = _arc_fractions(seg, i2, i0)
+    k1, t1, k3, t3 = k1[2:-2], t1[2:-2], k3[2:-2], t3[2:-2]
+    a = -f[loop[k1]]
+    b = -f[loop[k3]]
+    lam = 1.0 + np.exp(np.clip(np.pi * (b[None, :] - a[:, None]), -700, 700))
+    q = 1.0 - 1.0 / lam
+    M = ellipk(q) / ellipkm1(q)
+    x, y = _pick_pair(M, t1, t3)
+    return int(k1[x]), int(k3[y]), float(M[x, y]), float(t1[x]), float(t3[y])
+
+
 def _modulus_one_corners(alpha, seg, i0, i2, loop):
     """Corners c1, c3 (loop positions) so that (i0, c1, i2, c3) has modulus closest to 1, with
     c1 and c3 at nearly equal 3D arc-length fractions of their arcs."""
@@ -330,10 +363,7 @@ def _modulus_one_corners(alpha, seg, i0, i2, loop):
     k1, t1 = k1[2:-2], t1[2:-2]
     k3, t3 = k3[2:-2], t3[2:-2]
     M = _circle_modulus(alpha[i0], alpha[k1][:, None], alpha[i2], alpha[k3][None, :])
-    err = np.abs(np.log(M))
-    ok = err <= err.min() + 2e-3
-    cost = np.where(ok, np.abs(t1[:, None] - t3[None, :]), np.inf)
-    a, b = np.unravel_index(int(np.argmin(cost)), cost.shape)
+    a, b = _pick_pair(M, t1, t3)
     return int(k1[a]), int(k3[b]), float(M[a, b]), float(t1[a]), float(t3[b])
 
 
@@ -341,7 +371,8 @@ def _modulus_one_corners(alpha, seg, i0, i2, loop):
 # Newton
 
 
-def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switch_tol=1e-3):
+def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switch_tol=None, solver=None):
+    switch_tol = _SWITCH_TOL if switch_tol is None else switch_tol
     n = len(Theta)
     m = len(F)
     u = np.zeros(n)
@@ -359,7 +390,6 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
     t_solve = 0.0
     it = 0
     switched_at = None
-    solver = None
     n_factor = 0
     n_pcg = 0
     for it in range(max_iter + 1):
@@ -393,6 +423,7 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
         # cotangent Laplacian changes little along a conformal flow); refactorise when PCG slows
         rtol = min(1e-2, max(1e-13, 1e-3 * res))
         d, k, ok = (None, 0, False) if solver is None else _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+        refactored = not ok
         if not ok:
             solver = _SPDSolver(H)
             n_factor += 1
@@ -401,6 +432,7 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
         elif k > _PCG_REFACTOR:
             solver = None  # refactorise at the next iteration
         n_pcg += k
+        it_pcg = k
         t_solve += time.perf_counter() - t0
         slope = float(g @ d)
         step = 1.0
@@ -423,7 +455,15 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
         u, E = ut, Et
         g = Theta - angle_sum
         history.append(
-            {"residual": res, "step": step, "flips": it_flips, "blocked_flips": int(blocked), "invalid_faces": int(bad)}
+            {
+                "residual": res,
+                "step": step,
+                "flips": it_flips,
+                "blocked_flips": int(blocked),
+                "invalid_faces": int(bad),
+                "pcg_iterations": int(it_pcg),
+                "refactorised": bool(refactored),
+            }
         )
         log.debug("newton %s", history[-1])
     timings["solve"] = t_solve
@@ -516,39 +556,56 @@ def conformal_map(
     switch = None
     pos_in_loop = np.full(n, -1, dtype=np.int64)
     pos_in_loop[loop] = np.arange(len(loop))
+    solver0 = None
     if not user_corners:
+        # modulus-1 corners from the harmonic potential of a boundary source at c0 and sink at
+        # c2 (the real part of the map onto a strip): (c0, c1, c2, c3) has modulus 1 exactly when
+        # c1 and c3 lie on the same level. The factorisation serves the first Newton step too.
+        t_c = time.perf_counter()
         i0, i2, seg = _principal_extremes(V, loop)
-        p = [i0, _along(seg, i0, i2, 0.5), i2, _along(seg, i2, i0, 0.5)]
+        indptr, indices, slots = _k.csr_pattern(F, n)
+        cotw = np.empty(3 * m)
+        _k.evaluate(F, lam, zero, zero, np.empty(n), cotw, False)
+        data = _k.csr_values(slots, cotw, len(indices))
+        data[_diag_slot(indptr, indices, 0)] += max(float(np.abs(data).max()), 1.0)
+        solver0 = _SPDSolver(_laplacian_csc(indptr, indices, data, n))
+        j = np.zeros(n)
+        j[loop[i0]], j[loop[i2]] = 1.0, -1.0
+        f = solver0.solve(j)
+        c1, c3, M, t1, t3 = _equipotential_corners(f, seg, i0, i2, loop)
+        p = [i0, c1, i2, c3]
         corners = loop[p].astype(np.int64)
         corner_info = {
-            "rule": "modulus 1: c0, c2 extreme along the boundary's principal axis; c1, c3 chosen on the "
-            "conformal image of the nearly converged flow (half-plane cross-ratio) so that H/W = 1, at "
-            "nearly equal arc-length fractions",
-            "provisional": [int(c) for c in corners],
+            "rule": "modulus 1: c0, c2 extreme along the boundary's principal axis; c1, c3 on one level "
+            "of the harmonic potential with source c0 and sink c2 (modulus 1), at nearly equal "
+            "arc-length fractions; re-chosen on the nearly flat metric if that modulus is off by > "
+            f"{_MODULUS_TOL:g} (log)",
+            "initial": [int(c) for c in corners],
+            "predicted_modulus": float(M),
+            "arc_fractions": [t1, t3],
         }
+        timings["corners"] = time.perf_counter() - t_c
 
         def switch(u):
             t_sw = time.perf_counter()
             blen = _boundary_lengths(F, twin, lam, u, pos_in_loop, len(loop))
             alpha, mod0 = _rectangle_to_circle(blen, p)
+            corner_info["modulus_at_check"] = float(mod0)
+            timings["corner_check"] = time.perf_counter() - t_sw
+            if abs(np.log(mod0)) <= _MODULUS_TOL:
+                return None
             c1, c3, M, t1, t3 = _modulus_one_corners(alpha, seg, i0, i2, loop)
-            corner_info.update(
-                provisional_modulus=float(mod0),
-                predicted_modulus=M,
-                arc_fractions=[t1, t3],
-            )
-            timings["corner_choice"] = time.perf_counter() - t_sw
             new = loop[[i0, c1, i2, c3]].astype(np.int64)
             if (new == corners).all():
                 return None
+            corner_info.update(predicted_modulus=M, arc_fractions=[t1, t3])
             corners[:] = new
-            Th = _targets(n, loop, corners)
-            return Th
+            return _targets(n, loop, corners)
 
     Theta = _targets(n, loop, corners)
     t0 = time.perf_counter()
     u, g, Theta, iterations, flow_flips, switched_at, history = _newton(
-        F, twin, lam, deg, Theta, tol, int(max_iter), timings, switch=switch
+        F, twin, lam, deg, Theta, tol, int(max_iter), timings, switch=switch, solver=solver0
     )
     corner_info["switched_at_iteration"] = switched_at
     timings["newton"] = time.perf_counter() - t0
