@@ -20,6 +20,7 @@ _API = {
     "TemplateError": "exceptions",
     "ConvergenceError": "exceptions",
     "InputFileNotFoundError": "exceptions",
+    "ParameterError": "exceptions",
     "Mesh": "mesh",
     "CutMesh": "mesh",
     "cut": "mesh",

@@ -16,6 +16,7 @@ __all__ = [
     "TemplateError",
     "ConvergenceError",
     "InputFileNotFoundError",
+    "ParameterError",
 ]
 
 
@@ -45,6 +46,10 @@ class MaskError(SurfmapError, ValueError):
 
 class TemplateError(SurfmapError, ValueError):
     """An unknown template name or hemisphere, or a template's data is missing."""
+
+
+class ParameterError(SurfmapError, ValueError):
+    """An argument (a tolerance, an option name, a size) is out of its allowed range."""
 
 
 class ConvergenceError(SurfmapError, RuntimeError):

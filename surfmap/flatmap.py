@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import FormatError, InputFileNotFoundError, MeshError
+from .exceptions import FormatError, InputFileNotFoundError, MeshError, ParameterError
 
 __all__ = ["FlatMap", "flatten"]
 
@@ -107,9 +107,13 @@ class FlatMap:
         )
         if self.vertices is not None:
             arrays["vertices"] = self.vertices
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         return path
 
     @classmethod
@@ -187,12 +191,12 @@ def flatten(mesh, keep, method: str = "area", **kw) -> FlatMap:
     from .transport import area_preserving_map
 
     if method not in ("area", "conformal"):
-        raise ValueError(f"method: expected 'area' or 'conformal'; found {method!r}")
+        raise ParameterError(f"method: expected 'area' or 'conformal'; found {method!r}")
     conformal_keys = {"corners"} | ({"tol", "max_iter"} if method == "conformal" else set())
     area_keys = {"tol", "max_iter", "area_tol", "max_sweeps"} if method == "area" else set()
     unknown = set(kw) - conformal_keys - area_keys
     if unknown:
-        raise ValueError(
+        raise ParameterError(
             f"flatten: unknown keyword(s) {sorted(unknown)} for method={method!r}; "
             f"expected some of {sorted(conformal_keys | area_keys)}"
         )

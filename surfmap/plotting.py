@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .exceptions import ParameterError
+
 __all__ = ["face_distortion", "plot_distortion_histograms", "plot_flatmap", "plot_images", "save_figure"]
 
 # metrics whose sign matters (curvature, sulcal depth): a diverging map centred on 0
@@ -88,11 +90,11 @@ def plot_images(images, channels=None, *, fm=None, title: str | None = None, nco
     if images.ndim == 2:
         images = images[None]
     if images.ndim != 3:
-        raise ValueError(f"images: expected shape (C, size, size); found {images.shape}")
+        raise ParameterError(f"images: expected shape (C, size, size); found {images.shape}")
     C = images.shape[0]
     channels = list(channels) if channels is not None else [f"channel {c}" for c in range(C)]
     if len(channels) != C:
-        raise ValueError(f"channels: expected {C} names (one per image); found {len(channels)}")
+        raise ParameterError(f"channels: expected {C} names (one per image); found {len(channels)}")
     units = units or {}
     ncols = ncols or min(C, 4)
     nrows = math.ceil(C / ncols)
@@ -159,7 +161,7 @@ def plot_flatmap(fm, values=None, *, ax=None, label: str | None = None, edges: b
         elif len(values) == len(fm.faces):
             pc = ax.tripcolor(tri, facecolors=values, cmap=cmap, vmin=lo, vmax=hi)
         else:
-            raise ValueError(f"values: expected {fm.n_vertices} (vertices) or {len(fm.faces)} (faces) "
+            raise ParameterError(f"values: expected {fm.n_vertices} (vertices) or {len(fm.faces)} (faces) "
                              f"entries; found {len(values)}")
         fig.colorbar(pc, ax=ax, shrink=0.85).set_label(name)
     if edges and len(fm.faces) <= max_edges:
@@ -200,7 +202,7 @@ def face_distortion(fm, mesh=None) -> dict:
 def _face_distortion(fm, mesh=None) -> dict:
     X = fm.vertices if mesh is None else mesh.vertices[fm.vertex_map]
     if X is None:
-        raise ValueError("fm: the flat map has no 3D vertices; pass the mesh it was computed from")
+        raise ParameterError("fm: the flat map has no 3D vertices; pass the mesh it was computed from")
     F = fm.faces
     e1, e2 = X[F[:, 1]] - X[F[:, 0]], X[F[:, 2]] - X[F[:, 0]]
     a3 = 0.5 * np.linalg.norm(np.cross(e1, e2), axis=1)

@@ -37,7 +37,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._kernels import raster as _k
-from .exceptions import MeshError, MetricError
+from .exceptions import MeshError, MetricError, ParameterError
 from .flatmap import FlatMap
 
 __all__ = ["Rasterizer", "cached_rasterizer", "pixel_centres", "rasterize"]
@@ -73,7 +73,7 @@ def pixel_centres(size: int) -> np.ndarray:
 
 def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size: expected a positive integer number of pixels (e.g. 224); found {size!r}")
+        raise ParameterError(f"size: expected a positive integer number of pixels (e.g. 224); found {size!r}")
     return int(size)
 
 
@@ -140,9 +140,9 @@ class Rasterizer:
             raise TypeError(f"fm: expected a surfmap.FlatMap; found {type(fm).__name__}")
         self.size = _check_size(size)
         if mode not in MODES:
-            raise ValueError(f"mode: expected one of {MODES}; found {mode!r}")
+            raise ParameterError(f"mode: expected one of {MODES}; found {mode!r}")
         if nan_policy not in NAN_POLICIES:
-            raise ValueError(f"nan_policy: expected one of {NAN_POLICIES}; found {nan_policy!r}")
+            raise ParameterError(f"nan_policy: expected one of {NAN_POLICIES}; found {nan_policy!r}")
         if len(fm.faces) == 0:
             raise MeshError("fm: the flat map has no faces; nothing to rasterize")
         if not np.all(np.isfinite(fm.uv)):
@@ -297,7 +297,7 @@ class Rasterizer:
         if out is None:
             out = np.empty(shape, dtype=np.float32)
         elif out.dtype != np.float32 or out.size != np.prod(shape) or not out.flags.c_contiguous:
-            raise ValueError(f"out: expected a C-contiguous float32 array of {shape}; found "
+            raise ParameterError(f"out: expected a C-contiguous float32 array of {shape}; found "
                              f"{out.dtype} {out.shape}")
         flat_out = out.reshape(S, C, self.size * self.size)
         M = self.matrix

@@ -17,7 +17,7 @@ import scipy.sparse.linalg as spla
 from scipy.spatial import ConvexHull, QhullError
 
 from ._kernels import transport as _k
-from .exceptions import ConvergenceError, MeshError
+from .exceptions import ConvergenceError, MeshError, ParameterError
 from .flatmap import FlatMap
 from .mesh import Mesh, boundary_loop, cotangent_laplacian, face_areas, vertex_areas
 
@@ -529,9 +529,9 @@ def area_preserving_map(
     _check_positive("tol", tol, upper=1.0)
     _check_positive("area_tol", area_tol)
     if not isinstance(max_iter, (int, np.integer)) or max_iter < 0:
-        raise ValueError(f"max_iter: expected a non-negative integer; found {max_iter!r}")
+        raise ParameterError(f"max_iter: expected a non-negative integer; found {max_iter!r}")
     if not isinstance(max_sweeps, (int, np.integer)) or max_sweeps < 0:
-        raise ValueError(f"max_sweeps: expected a non-negative integer; found {max_sweeps!r}")
+        raise ParameterError(f"max_sweeps: expected a non-negative integer; found {max_sweeps!r}")
     F = mesh.faces
     n = mesh.n_vertices
     boundary_loop(F)  # MeshError unless a disk
@@ -588,7 +588,7 @@ def _check_positive(name, value, upper=None):
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a positive number; found {value!r}") from None
+        raise ParameterError(f"{name}: expected a positive number; found {value!r}") from None
     if not (v > 0) or (upper is not None and v >= upper):
         rng = f"in (0, {upper})" if upper is not None else "> 0"
-        raise ValueError(f"{name}: expected a number {rng}; found {value!r}")
+        raise ParameterError(f"{name}: expected a number {rng}; found {value!r}")
