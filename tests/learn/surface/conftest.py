@@ -41,3 +41,13 @@ def _eigenmode_cache(tmp_path_factory):
         os.environ.pop("SURFMAP_CACHE_DIR", None)
     else:
         os.environ["SURFMAP_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True, scope="package")
+def _one_blas_thread():
+    """One BLAS / OpenMP thread while these tests run: idle spinning BLAS threads (after eigsh, numba) starve
+    torch on a loaded 2-core machine. Restored afterwards for the other packages' tests."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
