@@ -305,44 +305,70 @@ def main(argv=None) -> int:
 
     from . import throughput
 
+    def save():
+        (out / "results.json").write_text(json.dumps(results, indent=1, default=report.json_default))
+        (out / "results.md").write_text(report.markdown(results))
+
+    def section(name, fn):
+        """Run one section; an error is recorded (with its traceback in the JSON) and the rest goes on."""
+        if name in args.skip:
+            return
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001
+            import traceback
+
+            log(f"   {name} failed: {type(err).__name__}: {err}")
+            results.setdefault("errors", {})[name] = traceback.format_exc()
+        save()
+
     with tempfile.TemporaryDirectory(prefix="surfmap-bench-") as tmp:
         work = Path(tmp)
         log("loading template cortices")
         cases = [template_case(t, h) for t in templates for h in HEMIS]
         compare_rows: list[dict] = []
-        if "comparison" not in args.skip:
+        main_case = "fsaverage5-left" if args.quick else "fslr32k-left"
+
+        def comparison():
             log(f"1. comparison ({len(cases)} cortices, {repeats} warm calls each)")
-            profile_case = "fsaverage5-left" if args.quick else "fslr32k-left"
-            compare_rows = run_comparison(cases, work, repeats=repeats, profile_case=profile_case)
-            compare_rows += run_freesurfer_flat(work)
+            compare_rows.extend(run_comparison(cases, work, repeats=repeats, profile_case=main_case))
+            results["comparison"] = [report.strip_row(r) for r in compare_rows]
+            save()
+            compare_rows.extend(run_freesurfer_flat(work))
             if args.autoflatten:
                 log("   autoflatten")
-                compare_rows += run_autoflatten(cases, work, timeout=3600.0)
+                compare_rows.extend(run_autoflatten(cases, work, timeout=3600.0))
             results["comparison"] = [report.strip_row(r) for r in compare_rows]
-            report.write_histograms(compare_rows, out, case="fsaverage5-left" if args.quick else "fslr32k-left")
-        if "scaling" not in args.skip:
-            base = next(c for c in cases if c.name == ("fsaverage5-left" if args.quick else "fslr32k-left"))
+            report.write_histograms(compare_rows, out, case=main_case)
+
+        def scaling():
+            base = next(c for c in cases if c.name == main_case)
             bigger = [refined_case(base, 1)] if args.quick else [refined_case(base, 1), refined_case(base, 2)]
             log(f"2. scaling: {', '.join(f'{c.name} ({c.n})' for c in bigger)}; on the largest: "
                 f"{', '.join(SCALING_LARGEST)}, cap {cap:.0f} s each")
             small = [r for r in compare_rows if r.get("case") in ("fsaverage5-left", "fslr32k-left")]
-            scaling = run_scaling(small, bigger, work, cap=cap, methods=COMPARE_METHODS,
-                                  methods_largest=None if args.quick else SCALING_LARGEST)
-            results["scaling"] = dict(rows=[report.strip_row(r) for r in scaling["rows"]],
-                                      exponents=scaling["exponents"], stage_exponents=scaling["stage_exponents"],
-                                      note=SCALING_NOTE)
-            report.plot_scaling(scaling["rows"], out)
-        if "raster" not in args.skip:
+            sc = run_scaling(small, bigger, work, cap=cap, methods=COMPARE_METHODS,
+                             methods_largest=None if args.quick else SCALING_LARGEST)
+            results["scaling"] = dict(rows=[report.strip_row(r) for r in sc["rows"]], exponents=sc["exponents"],
+                                      stage_exponents=sc["stage_exponents"], note=SCALING_NOTE)
+            report.plot_scaling(sc["rows"], out)
+
+        def raster():
             log("3. rasterization throughput")
             results["raster"] = throughput.raster(quick=args.quick)
             log(f"   {results['raster'].get('summary', results['raster'])}")
-        if "batch" not in args.skip:
+
+        def batch():
             log("4. batch throughput")
             results["batch"] = throughput.batch(work, quick=args.quick)
             log(f"   {results['batch'].get('summary', results['batch'])}")
+
+        section("comparison", comparison)
+        section("scaling", scaling)
+        section("raster", raster)
+        section("batch", batch)
     results["total_s"] = time.perf_counter() - t_start
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=report.json_default))
-    (out / "results.md").write_text(report.markdown(results))
+    save()
     log(f"done in {results['total_s']:.0f} s: {out / 'results.md'}, {out / 'results.json'}, plots in {out}")
     return 0
 
