@@ -59,6 +59,7 @@ __all__ = [
     "abide_like_cohort",
     "template_rasterizers",
     "grid_rasterizer",
+    "grid_flatmap",
     "FS_METRIC_FILES",
     "HCP_METRIC_FILES",
     "SYNTHETIC_NOTE",
@@ -152,8 +153,25 @@ def grid_template(n: int = 32, spacing_mm: float = 3.0, hemi: str = "left", seed
     return SurfaceTemplate("grid", hemi, mesh, np.ones(n * n, bool), metrics)
 
 
+def grid_flatmap(template: SurfaceTemplate):
+    """The :class:`surfmap.FlatMap` of a :func:`grid_template`: its own ``x, y`` scaled to the unit square, so
+    that ``surfmap.Rasterizer(grid_flatmap(t), size)`` and its ``backproject`` work on grid cohorts."""
+    import surfmap
+
+    V = np.asarray(template.mesh.vertices)
+    lo, hi = V[:, :2].min(axis=0), V[:, :2].max(axis=0)
+    uv = (V[:, :2] - lo) / (hi - lo)
+    n = template.n_vertices
+    side = int(round(np.sqrt(n)))
+    corners = np.array([0, side - 1, n - 1, n - side], dtype=np.int64)
+    return surfmap.FlatMap(uv, np.asarray(template.mesh.faces), np.arange(n), corners,
+                           info={"method": "grid (synthetic)"}, vertices=V)
+
+
 def grid_rasterizer(template: SurfaceTemplate):
-    """Image operator of a :func:`grid_template`: ``R(values (n*n,) or (n*n, C)) -> (C, n, n) float32``."""
+    """Image operator of a :func:`grid_template`: ``R(values (n*n,) or (n*n, C)) -> (C, n, n) float32``.
+
+    Each vertex is one pixel; row 0 is the top of the square (largest ``y``), as in ``surfmap.Rasterizer``."""
     side = int(round(np.sqrt(template.n_vertices)))
     if template.name != "grid" or side * side != template.n_vertices:
         raise ConfigError(
@@ -164,7 +182,7 @@ def grid_rasterizer(template: SurfaceTemplate):
     def R(values):
         x = np.asarray(values, dtype=np.float32)
         x = x.reshape(side * side, -1)
-        return np.ascontiguousarray(x.T.reshape(-1, side, side))
+        return np.ascontiguousarray(x.T.reshape(-1, side, side)[:, ::-1])
 
     return R
 

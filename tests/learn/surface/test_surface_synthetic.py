@@ -132,7 +132,13 @@ def test_images_grid_rasterizer_is_vertex_reshape():
     images, channels = c.images(S.template_rasterizers(c, size=8))
     assert images.shape == (3, 3, 8, 8) and channels == ["left_thickness", "left_curvature", "left_sulc"]
     x = c.metric_matrix("left", "curvature", [1])[0]
-    np.testing.assert_allclose(images[1, 1], x.reshape(8, 8), rtol=1e-6)
+    np.testing.assert_allclose(images[1, 1], x.reshape(8, 8)[::-1], rtol=1e-6)  # row 0 = top (largest y)
+    # the grid's FlatMap with surfmap's Rasterizer: vertices at the corners of the square, a linear
+    # function of (x, y) is reproduced and read back exactly
+    R = surfmap.Rasterizer(S.grid_flatmap(c.templates["left"]), size=8)
+    V = c.templates["left"].mesh.vertices
+    lin = 2.0 * V[:, 0] - V[:, 1]
+    np.testing.assert_allclose(R.backproject(R(lin))[: len(lin)].ravel(), lin, atol=1e-4)
 
 
 def test_write_freesurfer_read_back(tmp_path):
