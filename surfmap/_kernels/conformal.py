@@ -64,9 +64,9 @@ def lobachevsky(x):
 
 @njit(cache=True, inline="always")
 def _tri_angles(la, lb, lc):
-    """Angles opposite the three lengths (any positive scale) and a validity flag.
+    """Angles opposite the three lengths (any positive scale), 4 x area, and a validity flag.
 
-    Returns (A, B, C, ok). When the triangle inequality fails the angles of the convex
+    Returns (A, B, C, 4 area, ok). When the triangle inequality fails the angles of the convex
     extension are returned: pi opposite the longest edge, 0 elsewhere.
     """
     # Kahan's Heron with sorted lengths
@@ -80,15 +80,15 @@ def _tri_angles(la, lb, lc):
     prod = (a + (b + c)) * (c - (a - b)) * (c + (a - b)) * (a + (b - c))
     if prod <= 0.0:
         if la >= lb and la >= lc:
-            return _PI, 0.0, 0.0, False
+            return _PI, 0.0, 0.0, 0.0, False
         if lb >= lc:
-            return 0.0, _PI, 0.0, False
-        return 0.0, 0.0, _PI, False
+            return 0.0, _PI, 0.0, 0.0, False
+        return 0.0, 0.0, _PI, 0.0, False
     A4 = np.sqrt(prod)  # 4 * area
     ta = np.arctan2(A4, lb * lb + lc * lc - la * la)
     tb = np.arctan2(A4, lc * lc + la * la - lb * lb)
     tc = np.arctan2(A4, la * la + lb * lb - lc * lc)
-    return ta, tb, tc, True
+    return ta, tb, tc, A4, True
 
 
 @njit(cache=True)
@@ -116,16 +116,18 @@ def evaluate(F, lam, u, Theta, angle_sum, cotw, want_energy):
         l1 = np.exp(g1 - gm)
         l2 = np.exp(g2 - gm)
         # angle at i0 is opposite half-edge 1, at i1 opposite 2, at i2 opposite 0
-        t0, t1, t2, ok = _tri_angles(l1, l2, l0)
+        t0, t1, t2, A4, ok = _tri_angles(l1, l2, l0)
         if not ok:
             bad += 1
         angle_sum[i0] += t0
         angle_sum[i1] += t1
         angle_sum[i2] += t2
         if ok:
-            cotw[3 * f] = 0.5 / np.tan(t2)
-            cotw[3 * f + 1] = 0.5 / np.tan(t0)
-            cotw[3 * f + 2] = 0.5 / np.tan(t1)
+            # cot = (b^2 + c^2 - a^2) / (4 area)
+            s0, s1, s2 = l0 * l0, l1 * l1, l2 * l2
+            cotw[3 * f] = 0.5 * (s1 + s2 - s0) / A4
+            cotw[3 * f + 1] = 0.5 * (s0 + s2 - s1) / A4
+            cotw[3 * f + 2] = 0.5 * (s0 + s1 - s2) / A4
         else:
             cotw[3 * f] = 0.0
             cotw[3 * f + 1] = 0.0
@@ -406,9 +408,17 @@ def csr_pattern(F, n):
     out = np.empty(ptr[n], dtype=np.int64)
     top = 0
     for i in range(n):
-        row = np.sort(raw[ptr[i] : ptr[i + 1]])
+        lo, hi = ptr[i], ptr[i + 1]
+        for q in range(lo + 1, hi):  # insertion sort (rows hold ~13 entries)
+            x = raw[q]
+            r = q - 1
+            while r >= lo and raw[r] > x:
+                raw[r + 1] = raw[r]
+                r -= 1
+            raw[r + 1] = x
         last = -1
-        for x in row:
+        for q in range(lo, hi):
+            x = raw[q]
             if x != last:
                 out[top] = x
                 top += 1
