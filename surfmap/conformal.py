@@ -632,7 +632,7 @@ def conformal_map(
     t0 = time.perf_counter()
     area = _k.signed_areas(uv, F0)
     folded = int((area <= 0).sum())
-    repair_info = {"folded_input_faces": folded}
+    repair_info = {"folded_input_faces": folded, "repairs": [], "folded_after_repair": folded}
     if folded:
         uv, repair_info = _untangle(uv, F0, loop, area)
     timings["repair"] = time.perf_counter() - t0
@@ -743,5 +743,56 @@ def _normalise(P, loop, corners):
     }
 
 
-def _untangle(uv, F, loop, area):  # replaced below once measured
-    return uv, {"folded_input_faces": int((area <= 0).sum()), "repairs": []}
+def _untangle(uv, F, loop, area, max_rounds=12):
+    """Repair input faces that fold on the laid-out vertices.
+
+    The flat metric lives on the flipped triangulation; input faces drawn with straight edges on
+    its vertex positions can fold where edges were flipped. Interior vertices of folded faces,
+    grown by rings until no face folds, are moved to the Tutte (uniform-weight harmonic)
+    positions of their region with everything else fixed. A region that grows to all interior
+    vertices is Tutte's embedding of the disk in the square, which cannot fold, so this ends.
+
+    Returns ``(uv, info)`` with the counts before and after and the number of vertices moved.
+    """
+    n = len(uv)
+    uv = uv.copy()
+    folded0 = int((area <= 0).sum())
+    interior = np.ones(n, dtype=bool)
+    interior[loop] = False
+    rows = np.concatenate([F[:, 0], F[:, 1], F[:, 2], F[:, 1], F[:, 2], F[:, 0]])
+    cols = np.concatenate([F[:, 1], F[:, 2], F[:, 0], F[:, 0], F[:, 1], F[:, 2]])
+    A = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    A.data[:] = 1.0  # adjacency (each edge once)
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    region = np.zeros(n, dtype=bool)
+    region[np.unique(F[area <= 0])] = True
+    rings = 1
+    moved = 0
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):
+        for _ in range(rings):
+            region |= (A @ region.astype(float)) > 0
+        sel = np.flatnonzero(region & interior)
+        if len(sel) == 0:
+            break
+        fixed = np.flatnonzero(~(region & interior))
+        Lss = (sp.diags(deg[sel]) - A[sel][:, sel]).tocsc()
+        rhs = A[sel][:, fixed] @ uv[fixed]
+        lu = spla.splu(Lss)
+        uv[sel] = np.column_stack([lu.solve(np.ascontiguousarray(rhs[:, 0])), lu.solve(np.ascontiguousarray(rhs[:, 1]))])
+        moved = len(sel)
+        area = _k.signed_areas(uv, F)
+        if not (area <= 0).any():
+            break
+        rings *= 2
+    folded = int((area <= 0).sum())
+    info = {
+        "folded_input_faces": folded0,
+        "repairs": [
+            f"{folded0} input faces folded on the flat layout of the flipped triangulation; moved {moved} "
+            f"interior vertices to Tutte positions in {rounds} round(s); {folded} still folded"
+        ],
+        "folded_after_repair": folded,
+    }
+    log.warning("conformal_map: %s", info["repairs"][0])
+    return uv, info

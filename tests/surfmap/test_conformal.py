@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from scipy.spatial import Delaunay
@@ -212,6 +214,7 @@ def test_conformal_map_disk_and_cap_onto_square(make):
     d = surfmap.distortion(fm)
     assert d.n_flipped == 0
     assert d.dilatation_mean < 1.1
+    assert json.loads(json.dumps(info))["iterations"] == info["iterations"]
 
 
 def test_conformal_map_invariant_to_scale_and_rigid_motion():
@@ -300,3 +303,18 @@ def test_conformal_map_rejects_ears():
     F = np.vstack([mesh.faces, [[1, 0, 25]]])  # a triangle hanging below the first cell
     with pytest.raises(MeshError, match="ears"):
         surfmap.conformal_map(Mesh(V, F))
+
+
+def test_untangle_repairs_folded_input_faces_locally():
+    mesh, corners = grid(10, 10)
+    uv = mesh.vertices[:, :2].copy()
+    uv[60] = uv[60] + [0.25, 0.17]  # fold the faces around an interior vertex
+    area = K.signed_areas(uv, mesh.faces)
+    assert (area <= 0).sum() > 0
+    loop = boundary_loop(mesh.faces)
+    fixed, info = C._untangle(uv, mesh.faces, loop, area)
+    assert (K.signed_areas(fixed, mesh.faces) > 0).all()
+    assert info["folded_input_faces"] == int((area <= 0).sum()) and info["folded_after_repair"] == 0
+    np.testing.assert_array_equal(fixed[loop], uv[loop])
+    far = np.linalg.norm(mesh.vertices[:, :2] - mesh.vertices[60, :2], axis=1) > 0.45
+    np.testing.assert_array_equal(fixed[far], uv[far])  # only a neighbourhood moved
