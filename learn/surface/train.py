@@ -104,7 +104,12 @@ class ModelConfig:
 
 @dataclass
 class CVConfig:
-    """Cross-validation: ``scheme`` "kfold" (stratified, grouped by subject) or "loso" (leave one site out)."""
+    """Cross-validation: ``scheme`` "kfold" (stratified, grouped by subject) or "loso" (leave one site out).
+
+    ``inner_splits >= 2`` also runs, inside every outer training set, an inner grouped K-fold whose
+    out-of-fold predictions (rows with ``role = "inner"``) are the leakage-free training features of a stacker
+    (:mod:`learn.surface.stacking`): they come from models that never saw the outer test fold.
+    """
 
     scheme: str = "kfold"
     n_splits: int = 10
@@ -113,6 +118,7 @@ class CVConfig:
     normalization: str = "channel"
     bootstrap_rounds: int = 1000
     shuffle_labels: bool = False
+    inner_splits: int = 0
 
     def __post_init__(self):
         if self.scheme not in ("kfold", "loso"):
@@ -121,6 +127,8 @@ class CVConfig:
             raise ConfigError(
                 f"cv 'normalization' should be 'channel', 'pixel' or 'none'; {self.normalization!r} was provided"
             )
+        if self.inner_splits == 1 or self.inner_splits < 0:
+            raise ConfigError(f"cv 'inner_splits' should be 0 (off) or >= 2; {self.inner_splits} was provided")
 
 
 class SeedSchedule:
@@ -236,7 +244,8 @@ def _safe_metrics(y, s) -> dict:
 
 
 def summarize_predictions(pred: pd.DataFrame, *, bootstrap_rounds: int = 1000, seed: int = 0) -> dict:
-    """Per-fold and pooled metrics (with bootstrap intervals) for each channel of a predictions table, plus
+    """Per-fold and pooled metrics (with bootstrap intervals) for each channel of a predictions table (its
+    ``role == "test"`` rows: pass those), plus
     ``"mean"``: the average of the channels' probabilities per subject (the seed's no-stacking ablation).
 
     Parameters
@@ -272,7 +281,7 @@ def summarize_predictions(pred: pd.DataFrame, *, bootstrap_rounds: int = 1000, s
 def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, schedule: ScheduleConfig,
                    cv: CVConfig, out_dir=None, device="auto", seed: int = 0, amp: bool = False,
                    progress: bool = True, num_workers: int = 0, resume: bool = True, keep_models: bool = True,
-                   args=None, channels=None) -> dict:
+                   args=None, channels=None, init_states: dict | None = None, reset_head: bool = True) -> dict:
     """Cross-validate one network per channel (or one on all channels) and save every prediction.
 
     Parameters
@@ -288,6 +297,11 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
     keep_models : bool
         Keep each fold's final weights (``model.pt``, needed for occlusion maps and transfer); the bulky
         resume state (``last.pt`` with optimizer) is removed once a fold is done.
+    init_states : dict of channel name -> state dict, optional
+        Start every fold's network from these weights (two-stage transfer: the source-task model of the
+        channel) instead of ``model_cfg.weights``; see :func:`learn.surface.transfer.model_from_state`.
+    reset_head : bool
+        With ``init_states``, re-initialise the final linear layer (the seed replaces it for each new task).
 
     Returns
     -------
@@ -319,19 +333,41 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         norm = Normalizer(cv.normalization).fit(ds.images, train_idx)
         last = fold_dir / "last.pt" if fold_dir is not None else None
         fold_seed = int(seed) + 1009 * k + 7919 * gi
+        state = None if init_states is None else init_states.get(name)
+        if init_states is not None and state is None:
+            raise ConfigError(f"'init_states' has no weights for channel {name!r}; it has {sorted(init_states)}")
+
+        def initial():
+            if state is None:
+                return None
+            from .transfer import model_from_state
+
+            return model_from_state(state, model_cfg, len(chans), reset_head=reset_head, seed=fold_seed)
+
         model, _ = train_model(
             ds.fold(train_idx, norm), model_cfg=model_cfg, schedule=schedule, in_channels=len(chans),
             device=device, seed=fold_seed, checkpoint_dir=fold_dir,
             resume=last if (resume and last is not None and last.is_file()) else None, amp=amp,
-            progress=progress, num_workers=num_workers, args=args,
+            progress=progress, num_workers=num_workers, args=args, model=initial(),
         )
         scores = predict(model, ds.fold(test_idx, norm), device=device, batch_size=schedule.batch_size, amp=amp)
-        df = pd.DataFrame({
-            "subject": ds.subjects[test_idx], "site": ds.sites[test_idx], "label": ds.labels[test_idx],
-            "fold": k, "channel": name, "score": scores,
-        })
-        if "synthetic" in dataset.table.columns:
-            df["synthetic"] = dataset.table["synthetic"].to_numpy()[test_idx]
+        parts = [_prediction_rows(dataset, ds, test_idx, scores, k, name, "test", -1)]
+        if cv.inner_splits:
+            inner = stratified_group_kfold(ds.labels[train_idx], ds.groups[train_idx], n_splits=cv.inner_splits,
+                                           seed=cv.seed + 1 + k)
+            for j, (itr, ite) in enumerate(inner):
+                itr, ite = train_idx[itr], train_idx[ite]
+                check_disjoint(itr, ite, ds.subjects, "subject")
+                inorm = Normalizer(cv.normalization).fit(ds.images, itr)
+                imodel, _ = train_model(
+                    ds.fold(itr, inorm), model_cfg=model_cfg, schedule=schedule, in_channels=len(chans),
+                    device=device, seed=fold_seed + 31 * (j + 1), amp=amp, progress=progress,
+                    num_workers=num_workers, model=initial(),
+                )
+                iscores = predict(imodel, ds.fold(ite, inorm), device=device, batch_size=schedule.batch_size,
+                                  amp=amp)
+                parts.append(_prediction_rows(dataset, ds, ite, iscores, k, name, "inner", j))
+        df = pd.concat(parts, ignore_index=True)
         rows.append(df)
         if fold_dir is not None and main:
             fold_dir.mkdir(parents=True, exist_ok=True)
@@ -349,7 +385,8 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
                 if cfg.exists():
                     cfg.unlink()
     pred = pd.concat(rows, ignore_index=True)
-    results = summarize_predictions(pred, bootstrap_rounds=cv.bootstrap_rounds, seed=cv.seed)
+    results = summarize_predictions(pred[pred["role"] == "test"], bootstrap_rounds=cv.bootstrap_rounds,
+                                    seed=cv.seed)
     if out is not None and main:
         out.mkdir(parents=True, exist_ok=True)
         pred.to_csv(out / "predictions.csv", index=False)
@@ -359,6 +396,16 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "results": results}), indent=2))
         _results_table(results).to_csv(out / "results.csv", index=False)
     return {"predictions": pred, "results": results, "splits": splits}
+
+
+def _prediction_rows(dataset, ds, idx, scores, fold, channel, role, inner_fold) -> pd.DataFrame:
+    df = pd.DataFrame({
+        "subject": ds.subjects[idx], "site": ds.sites[idx], "label": ds.labels[idx], "fold": fold,
+        "channel": channel, "score": scores, "role": role, "inner_fold": inner_fold,
+    })
+    if "synthetic" in dataset.table.columns:
+        df["synthetic"] = dataset.table["synthetic"].to_numpy()[idx]
+    return df
 
 
 def _nanmean(values) -> float:
