@@ -11,7 +11,9 @@ The flat patch it writes is read back and measured against the same 3D surface a
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -22,11 +24,11 @@ import numpy as np
 from .measure import distortion
 
 
-def run_case(case, workdir: Path, timeout: float = 3600.0) -> dict:
+def write_inputs(case, d: Path) -> tuple[Path, Path]:
+    """The whole surface (FreeSurfer geometry) and the cortex disk as a FreeSurfer patch, in ``d``."""
     import nibabel.freesurfer as fs
-    from autoflatten.freesurfer import create_patch_file, extract_patch_faces, read_patch
+    from autoflatten.freesurfer import create_patch_file
 
-    d = Path(workdir) / f"autoflatten-{case.name}"
     d.mkdir(parents=True, exist_ok=True)
     h = "rh" if "right" in case.name else "lh"
     surf = d / f"{h}.white"
@@ -34,28 +36,45 @@ def run_case(case, workdir: Path, timeout: float = 3600.0) -> dict:
     outside = np.setdiff1d(np.arange(case.mesh.n_vertices), case.vertex_map)
     patch = d / f"{h}.cortex.patch.3d"
     create_patch_file(str(patch), case.mesh.vertices, case.mesh.faces, {"mwall": outside.tolist()})
-    flat = d / f"{h}.cortex.flat.patch.3d"
+    return surf, patch
+
+
+def measure_output(case, flat: Path, faces_file: Path) -> dict:
+    """Distortion of a flat patch (autoflatten's output) against the case's 3D surface."""
+    from autoflatten.freesurfer import extract_patch_faces, read_patch
+
+    xyz, orig, _border = read_patch(str(flat))
+    F = extract_patch_faces(case.mesh.faces, orig)
+    stats, dd, K = distortion(case.mesh.vertices[orig], F, xyz[:, :2])
+    np.savez_compressed(faces_file, d=dd.astype(np.float32), K=K.astype(np.float32))
+    return dict(distortion=stats, flat_vertices=int(len(orig)), faces_file=str(faces_file))
+
+
+def run_case(case, workdir: Path, timeout: float = 3600.0) -> dict:
+    d = Path(workdir) / f"autoflatten-{case.name}"
+    surf, patch = write_inputs(case, d)
+    flat = patch.with_name(patch.name.replace(".patch.3d", ".flat.patch.3d"))
     cmd = ["autoflatten", "flatten", str(patch), "--base-surface", str(surf), "-o", str(flat)]
     wrapper = [sys.executable, "-m", "benchmarks.autoflat", json.dumps(cmd), str(d / "run.json")]
+    proc = subprocess.Popen(wrapper, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        proc = subprocess.run(wrapper, capture_output=True, text=True, timeout=timeout)
+        _, stderr = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the wrapper and autoflatten under it
+        proc.communicate()
         return dict(method="autoflatten", skipped=f"> {timeout:.0f} s (time cap)")
     try:
         run = json.loads((d / "run.json").read_text())
     except (OSError, ValueError):
-        return dict(method="autoflatten", error=f"wrapper failed: {proc.stderr[-1000:]}")
+        return dict(method="autoflatten", error=f"wrapper failed: {stderr[-1000:]}")
     if run["returncode"] != 0 or not flat.exists():
         return dict(method="autoflatten", error=f"autoflatten exited {run['returncode']}: {run['tail'][-1000:]}")
-    xyz, orig, _border = read_patch(str(flat))
-    F = extract_patch_faces(case.mesh.faces, orig)
-    stats, dd, K = distortion(case.mesh.vertices[orig], F, xyz[:, :2])
-    faces_file = Path(workdir) / f"{case.name}.autoflatten.faces.npz"
-    np.savez_compressed(faces_file, d=dd.astype(np.float32), K=K.astype(np.float32))
-    return dict(method="autoflatten", first_s=run["wall_s"], median_s=None, warm_s=[],
-                peak_mem_mb=run["child_maxrss_mb"], mem_method="child ru_maxrss", distortion=stats,
-                flat_vertices=int(len(orig)), faces_file=str(faces_file),
-                note="one call (the CLI process, JAX compilation included); peak memory = the child's peak RSS")
+    res = dict(method="autoflatten", first_s=run["wall_s"], median_s=None, warm_s=[],
+               peak_mem_mb=run["child_maxrss_mb"], mem_method="child ru_maxrss",
+               note="one call (the CLI process, JAX compilation included); peak memory = the child's peak RSS")
+    res.update(measure_output(case, flat, Path(workdir) / f"{case.name}.autoflatten.faces.npz"))
+    return res
 
 
 def main(argv=None) -> int:

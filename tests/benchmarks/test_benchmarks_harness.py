@@ -101,3 +101,28 @@ def test_measure_method_and_report_smoke(tmp_path):
     assert "| bump | igl_lscm |" in md and "1.00" in md  # LSCM's ratio to itself
     json.dumps(results, default=report.json_default)
     assert report.write_histograms(rows, tmp_path, case="bump")[0].exists()
+
+
+def test_autoflatten_files_round_trip(tmp_path):
+    """The autoflatten path without running autoflatten: patch written, a flat patch read back."""
+    pytest.importorskip("autoflatten")
+    from autoflatten.freesurfer import read_patch, write_patch
+
+    from benchmarks.autoflat import measure_output, write_inputs
+
+    V, F = grid_disk(8, bulge=0.2)
+    keep = np.ones(len(V), dtype=bool)
+    keep[0] = False  # a corner left out: the disk is the rest
+    mesh = Mesh(V, F, name="bump")
+    from surfmap.mesh import cut
+
+    c = cut(mesh, keep)
+    case = Case("bump-left", mesh, keep, c.mesh, np.asarray(c.vertex_map))
+    surf, patch = write_inputs(case, tmp_path / "af")
+    _, orig, _ = read_patch(str(patch))
+    np.testing.assert_array_equal(np.sort(orig), case.vertex_map)
+    flat = tmp_path / "af" / "lh.cortex.flat.patch.3d"
+    write_patch(str(flat), V[orig, :2] * [2.0, 1.0], orig)  # a stand-in "flat map": stretched plane
+    res = measure_output(case, flat, tmp_path / "f.npz")
+    assert res["distortion"]["flipped"] == 0
+    assert res["distortion"]["dilatation_mean"] == pytest.approx(2.0, rel=0.05)  # the bump adds a little
