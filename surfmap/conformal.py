@@ -101,10 +101,12 @@ def _check_disk(mesh) -> tuple[np.ndarray, np.ndarray]:
 def _check_corners(corners, loop, faces_per_vertex, name) -> np.ndarray:
     try:
         c = np.asarray(corners)
-    except Exception:  # pragma: no cover - defensive
+    except (TypeError, ValueError):  # pragma: no cover - ragged input
         raise MeshError(f"corners: expected 4 vertex indices; found {corners!r}") from None
     if c.shape != (4,) or not np.issubdtype(c.dtype, np.integer):
-        raise MeshError(f"corners: expected 4 integer vertex indices; found {c.dtype} array of shape {c.shape}")
+        raise MeshError(
+            f"corners: expected 4 integer vertex indices; found {c.dtype} array of shape {c.shape}"
+        )
     c = c.astype(np.int64)
     if len(np.unique(c)) != 4:
         raise MeshError(f"corners: expected 4 distinct vertices; found {c.tolist()}")
@@ -134,7 +136,9 @@ def _check_corners(corners, loop, faces_per_vertex, name) -> np.ndarray:
         )
     few = c[faces_per_vertex[c] < 2]
     if len(few):
-        raise MeshError(f"corners: vertices {few.tolist()} belong to a single face; pick corners with >= 2 faces")
+        raise MeshError(
+            f"corners: vertices {few.tolist()} belong to a single face; pick corners with >= 2 faces"
+        )
     return c
 
 
@@ -152,7 +156,7 @@ class _SPDSolver:
 
     def __init__(self, A: sp.csc_matrix):
         self.lu = spla.splu(
-            A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options=dict(SymmetricMode=True)
+            A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True}
         )
 
     def solve(self, b):
@@ -247,7 +251,7 @@ def _principal_extremes(V, loop):
     mu = (w[:, None] * P).sum(0) / w.sum()
     X = P - mu
     C = (w[:, None] * X).T @ X
-    evals, evecs = np.linalg.eigh(C)
+    _, evecs = np.linalg.eigh(C)
     e = evecs[:, -1]
     proj = X @ e
     if (w * proj**3).sum() < 0:
@@ -255,17 +259,6 @@ def _principal_extremes(V, loop):
     lo = np.lexsort((P[:, 2], P[:, 1], P[:, 0], proj))[0]
     hi = np.lexsort((-P[:, 2], -P[:, 1], -P[:, 0], -proj))[0]
     return int(lo), int(hi), seg
-
-
-def _along(seg, a, b, t):
-    """Loop position at 3D arc-length fraction ``t`` from loop position ``a`` forward to ``b``,
-    kept at least 2 edges from both ends."""
-    nb = len(seg)
-    ks = (a + np.arange(((b - a) % nb) + 1)) % nb
-    acc = np.concatenate([[0.0], np.cumsum(seg[ks[:-1]])])
-    j = int(np.argmin(np.abs(acc - t * acc[-1])))
-    j = min(max(j, 2), len(ks) - 3)
-    return int(ks[j])
 
 
 def _arc_fractions(seg, a, b):
@@ -294,7 +287,9 @@ def _rectangle_to_circle(blen, p):
     W = 0.5 * (lens[0][-1] + lens[2][-1])
     H = 0.5 * (lens[1][-1] + lens[3][-1])
     target = np.log(2.0 * H / W)
-    mpar = brentq(lambda x: np.log(ellipkm1(x) / ellipk(x)) - target, 1e-300, 1.0 - 1e-16, xtol=1e-300, rtol=1e-15)
+    mpar = brentq(
+        lambda x: np.log(ellipkm1(x) / ellipk(x)) - target, 1e-300, 1.0 - 1e-16, xtol=1e-300, rtol=1e-15
+    )
     K, Kp, k = ellipk(mpar), ellipkm1(mpar), np.sqrt(mpar)
     alpha = np.zeros(nb)
     # bottom: x in [-K, K], w = sn(x)
@@ -659,7 +654,13 @@ def conformal_map(
     }
     log.info(
         "conformal_map %s: %d iterations, %d+%d flips, residual %.2g, modulus %.4f, %d folded input faces",
-        mesh.name, iterations, init_flips, flow_flips, max(residuals.values()), norm_info["modulus"], folded,
+        mesh.name,
+        iterations,
+        init_flips,
+        flow_flips,
+        max(residuals.values()),
+        norm_info["modulus"],
+        folded,
     )
     return FlatMap(uv=uv, faces=F0, vertex_map=np.arange(n), corners=corners, info=info, vertices=V)
 
@@ -779,7 +780,9 @@ def _untangle(uv, F, loop, area, max_rounds=12):
         Lss = (sp.diags(deg[sel]) - A[sel][:, sel]).tocsc()
         rhs = A[sel][:, fixed] @ uv[fixed]
         lu = spla.splu(Lss)
-        uv[sel] = np.column_stack([lu.solve(np.ascontiguousarray(rhs[:, 0])), lu.solve(np.ascontiguousarray(rhs[:, 1]))])
+        uv[sel] = np.column_stack(
+            [lu.solve(np.ascontiguousarray(rhs[:, 0])), lu.solve(np.ascontiguousarray(rhs[:, 1]))]
+        )
         moved = len(sel)
         area = _k.signed_areas(uv, F)
         if not (area <= 0).any():
@@ -789,8 +792,10 @@ def _untangle(uv, F, loop, area, max_rounds=12):
     info = {
         "folded_input_faces": folded0,
         "repairs": [
-            f"{folded0} input faces folded on the flat layout of the flipped triangulation; moved {moved} "
-            f"interior vertices to Tutte positions in {rounds} round(s); {folded} still folded"
+            (
+                f"{folded0} input faces folded on the flat layout of the flipped triangulation; moved {moved} "
+                f"interior vertices to Tutte positions in {rounds} round(s); {folded} still folded"
+            )
         ],
         "folded_after_repair": folded,
     }

@@ -22,7 +22,7 @@ from .exceptions import MeshError
 from .flatmap import FlatMap
 from .mesh import Mesh, angles_from_lengths, edge_lengths, face_areas
 
-__all__ = ["distortion", "Distortion"]
+__all__ = ["Distortion", "distortion"]
 
 _LOG_1_1 = float(np.log(1.1))
 
@@ -96,13 +96,19 @@ class Distortion:
         return "\n".join(
             [
                 f"faces: {self.n_faces}, flipped: {self.n_flipped}, near-degenerate: {self.n_degenerate}",
-                f"area |ln ratio|: mean {self.area_mean_abs:.4f}, median {self.area_median_abs:.4f}, "
-                f"95th pct {self.area_abs_p95:.4f}, area-weighted mean {self.area_weighted_mean_abs:.4f}, "
-                f"SD(ln ratio) {self.area_sd:.4f}, within 10%: {100 * self.area_fraction_within_10pct:.1f}%",
-                f"dilatation sigma1/sigma2: mean {self.dilatation_mean:.4f}, median {self.dilatation_median:.4f}, "
-                f"95th pct {self.dilatation_p95:.4f}; mean |mu| {self.beltrami_mean:.4f}",
-                f"corner angle difference (deg): mean |.| {self.angle_mean_abs:.3f}, SD {self.angle_sd:.3f}, "
-                f"max |.| {self.angle_max_abs:.3f}",
+                (
+                    f"area |ln ratio|: mean {self.area_mean_abs:.4f}, median {self.area_median_abs:.4f}, "
+                    f"95th pct {self.area_abs_p95:.4f}, area-weighted mean {self.area_weighted_mean_abs:.4f}, "
+                    f"SD(ln ratio) {self.area_sd:.4f}, within 10%: {100 * self.area_fraction_within_10pct:.1f}%"
+                ),
+                (
+                    f"dilatation sigma1/sigma2: mean {self.dilatation_mean:.4f}, median {self.dilatation_median:.4f}, "
+                    f"95th pct {self.dilatation_p95:.4f}; mean |mu| {self.beltrami_mean:.4f}"
+                ),
+                (
+                    f"corner angle difference (deg): mean |.| {self.angle_mean_abs:.3f}, SD {self.angle_sd:.3f}, "
+                    f"max |.| {self.angle_max_abs:.3f}"
+                ),
             ]
         )
 

@@ -305,7 +305,7 @@ def make_delaunay(F, twin, lam, u, deg, euclidean, tol, max_flips):
             tq = twin[q]
             if tq < 0:
                 continue
-            r = q if q < tq else tq
+            r = min(tq, q)
             if not queued[r]:
                 queued[r] = True
                 stack[top] = r
@@ -530,11 +530,8 @@ def signed_areas(P, F):
     out = np.empty(m, dtype=np.float64)
     for f in range(m):
         a, b, c = F[f, 0], F[f, 1], F[f, 2]
-        out[f] = 0.5 * (
-            (P[b, 0] - P[a, 0]) * (P[c, 1] - P[a, 1]) - (P[b, 1] - P[a, 1]) * (P[c, 0] - P[a, 0])
-        )
+        out[f] = 0.5 * ((P[b, 0] - P[a, 0]) * (P[c, 1] - P[a, 1]) - (P[b, 1] - P[a, 1]) * (P[c, 0] - P[a, 0]))
     return out
-
 
 
 @njit(cache=True)

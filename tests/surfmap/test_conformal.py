@@ -10,7 +10,6 @@ from surfmap._kernels import conformal as K
 from surfmap.exceptions import MeshError
 from surfmap.mesh import Mesh, boundary_loop, corner_angles, cotangent_laplacian, edge_lengths
 
-
 # ---------------------------------------------------------------------------------------------
 # meshes
 
@@ -109,7 +108,7 @@ def _state(mesh, seed=1):
 
 def test_energy_gradient_matches_finite_differences():
     mesh = cap(rings=4, jitter=0.3)
-    F, twin, lam, u, n = _state(mesh)
+    F, _twin, lam, u, n = _state(mesh)
     loop = boundary_loop(F)
     Theta = C._targets(n, loop, loop[[0, 5, 10, 15]])
     asum, cotw = np.empty(n), np.empty(3 * len(F))
@@ -126,7 +125,7 @@ def test_energy_gradient_matches_finite_differences():
 
 def test_hessian_is_cotangent_laplacian_of_current_metric():
     mesh = cap(rings=4, jitter=0.3)
-    F, twin, lam, u, n = _state(mesh, seed=2)
+    F, _twin, lam, u, n = _state(mesh, seed=2)
     asum, cotw = np.empty(n), np.empty(3 * len(F))
     zeros = np.zeros(n)
 
@@ -167,8 +166,12 @@ def test_ptolemy_flip_keeps_cocircular_lengths_and_is_an_involution():
     diag = np.exp(lam[np.flatnonzero(twin >= 0)[0]])
     np.testing.assert_allclose(diag, np.linalg.norm(P[1] - P[3]), rtol=1e-13)
     K._flip(F, twin, lam, u, int(np.flatnonzero(twin >= 0)[0]), False)
-    key = lambda F, lam: sorted(  # noqa: E731
-        (min(F.ravel()[i], F[:, [1, 2, 0]].ravel()[i]), max(F.ravel()[i], F[:, [1, 2, 0]].ravel()[i]), round(lam[i], 12))
+    key = lambda F, lam: sorted(
+        (
+            min(F.ravel()[i], F[:, [1, 2, 0]].ravel()[i]),
+            max(F.ravel()[i], F[:, [1, 2, 0]].ravel()[i]),
+            round(lam[i], 12),
+        )
         for i in range(6)
     )
     assert key(F, lam) == key(F0, lam0)
@@ -298,7 +301,7 @@ def test_conformal_map_rejects_corners_out_of_order():
 
 
 def test_conformal_map_rejects_ears():
-    mesh, corners = grid(4, 4)
+    mesh, _ = grid(4, 4)
     V = np.vstack([mesh.vertices, [[0.5, -0.5, 0.0]]])
     F = np.vstack([mesh.faces, [[1, 0, 25]]])  # a triangle hanging below the first cell
     with pytest.raises(MeshError, match="ears"):
@@ -306,7 +309,7 @@ def test_conformal_map_rejects_ears():
 
 
 def test_untangle_repairs_folded_input_faces_locally():
-    mesh, corners = grid(10, 10)
+    mesh, _ = grid(10, 10)
     uv = mesh.vertices[:, :2].copy()
     uv[60] = uv[60] + [0.25, 0.17]  # fold the faces around an interior vertex
     area = K.signed_areas(uv, mesh.faces)

@@ -23,7 +23,9 @@ def square(n=6):
 
 def flat(mesh, uv):
     corners = np.array([0, 6, 48, 42])
-    return FlatMap(uv=uv, faces=mesh.faces, vertex_map=np.arange(len(uv)), corners=corners, vertices=mesh.vertices)
+    return FlatMap(
+        uv=uv, faces=mesh.faces, vertex_map=np.arange(len(uv)), corners=corners, vertices=mesh.vertices
+    )
 
 
 def test_distortion_identity_map_is_undistorted():
