@@ -385,6 +385,7 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
     t_solve = 0.0
     it = 0
     switched_at = None
+    t_pattern = t_flip = t_eval = 0.0
     n_factor = 0
     n_pcg = 0
     for it in range(max_iter + 1):
@@ -406,7 +407,9 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
                 f"(max curvature error {res:.3g}); raise max_iter or loosen tol"
             )
         if pattern is None or pattern_flips != total_flips:
+            t_p = time.perf_counter()
             pattern = _k.csr_pattern(F, n)
+            t_pattern += time.perf_counter() - t_p
             pattern_flips = total_flips
         indptr, indices, slots = pattern
         data = _k.csr_values(slots, cotw, len(indices))
@@ -434,11 +437,15 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
         it_flips = 0
         while True:
             ut = u + step * d
+            t_f = time.perf_counter()
             nf, blocked = _k.make_delaunay(F, twin, lam, ut, deg, False, _DELAUNAY_TOL, max_flips)
+            t_flip += time.perf_counter() - t_f
             if nf < 0:
                 raise ConvergenceError("conformal_map: edge flipping did not terminate (too many flips)")
             it_flips += nf
+            t_e = time.perf_counter()
             Et, bad = _k.evaluate(F, lam, ut, Theta, angle_sum, cotw, True)
+            t_eval += time.perf_counter() - t_e
             if bad == 0 and Et <= E + 1e-4 * step * slope + 1e-12 * abs(E):
                 break
             step *= 0.5
@@ -462,6 +469,9 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
         )
         log.debug("newton %s", history[-1])
     timings["solve"] = t_solve
+    timings["flips"] = t_flip
+    timings["curvature_energy"] = t_eval
+    timings["hessian_pattern"] = t_pattern
     timings["factorisations"] = n_factor
     timings["pcg_iterations"] = n_pcg
     return u, g, Theta, it, total_flips - flips, switched_at, history
