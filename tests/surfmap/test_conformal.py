@@ -300,6 +300,17 @@ def test_conformal_map_rejects_corners_out_of_order():
         surfmap.conformal_map(mesh, corners[[0, 2, 1, 3]])
 
 
+def test_conformal_map_rejects_bad_tol():
+    mesh, corners = grid(4, 4)
+    with pytest.raises(surfmap.exceptions.ParameterError, match="tol: expected a positive number"):
+        surfmap.conformal_map(mesh, corners, tol=-1.0)
+
+
+def test_conformal_map_raises_when_max_iter_is_too_small():
+    with pytest.raises(surfmap.exceptions.ConvergenceError, match="did not reach tol"):
+        surfmap.conformal_map(planar_disk(rings=6), max_iter=1)
+
+
 def test_conformal_map_rejects_ears():
     mesh, _ = grid(4, 4)
     V = np.vstack([mesh.vertices, [[0.5, -0.5, 0.0]]])
