@@ -304,7 +304,8 @@ def geodesic_ball(mesh, center: int, radius_mm: float) -> np.ndarray:
 
 
 def choose_centers(template: SurfaceTemplate, n: int, radius_mm: float, seed: int = 0) -> list[int]:
-    """``n`` cortex vertices at least ``2 radius`` apart (Euclidean) and ``radius`` inside the cortex."""
+    """``n`` cortex vertices at least ``2 radius`` apart (Euclidean) and ``radius`` inside the cortex
+    (a random first one, then farthest-point sampling; deterministic for a given ``seed``)."""
     rng = np.random.default_rng(seed)
     V = template.mesh.vertices
     cortex = np.asarray(template.cortex, bool)
@@ -317,13 +318,21 @@ def choose_centers(template: SurfaceTemplate, n: int, radius_mm: float, seed: in
         lo, hi = V.min(axis=0), V.max(axis=0)
         margin = np.all((V[:, :2] - lo[:2] >= radius_mm) & (hi[:2] - V[:, :2] >= radius_mm), axis=1)
         ok &= margin if margin.any() else ok
-    cand = rng.permutation(np.flatnonzero(ok))
+    cand = np.flatnonzero(ok)
     chosen: list[int] = []
-    for c in cand:
-        if all(np.linalg.norm(V[c] - V[p]) >= 2 * radius_mm for p in chosen):
-            chosen.append(int(c))
-            if len(chosen) == n:
-                return chosen
+    if cand.size:
+        # a random first centre, then each next one as far as possible from those chosen (farthest-point
+        # sampling), kept only when at least 2 radii away
+        chosen.append(int(rng.choice(cand)))
+        dmin = np.linalg.norm(V[cand] - V[chosen[0]], axis=1)
+        while len(chosen) < n:
+            j = int(np.argmax(dmin))
+            if dmin[j] < 2 * radius_mm:
+                break
+            chosen.append(int(cand[j]))
+            dmin = np.minimum(dmin, np.linalg.norm(V[cand] - V[cand[j]], axis=1))
+    if len(chosen) == n:
+        return chosen
     raise ConfigError(
         f"could not place {n} effect regions of radius {radius_mm} mm on {template.name} {template.hemi} "
         f"(found room for {len(chosen)}); use fewer or smaller regions"
