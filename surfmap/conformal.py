@@ -521,8 +521,32 @@ def conformal_map(
     ------
     MeshError
         The mesh is not a disk, has ears or zero-area faces, or the corners are invalid.
+    ParameterError
+        ``tol`` or ``max_iter`` out of range.
     ConvergenceError
         Newton's method did not converge.
+
+    Notes
+    -----
+    Default corners: c0 and c2 are the boundary vertices extreme along the principal axis of the
+    boundary curve (sign fixed by its third moment, so the choice is geometric and invariant to
+    relabelling, rigid motion and scale). With a unit source at c0 and sink at c2, the harmonic
+    potential ``f`` (cotangent Laplacian of the intrinsic Delaunay input) is the real part of the
+    conformal map onto a strip, and (c0, c1, c2, c3) has modulus 1 exactly when ``f(c1) = f(c3)``;
+    among vertex pairs closest to that, the one at the most nearly equal arc-length fractions of
+    the two arcs is taken. Once the flow is nearly flat the modulus is checked on the flat
+    rectangle (boundary mapped to the half-plane by Jacobi's sn); if it is off by more than 2 %
+    the corners are re-chosen there and Newton continues.
+
+    ``info`` keys: ``iterations``, ``residuals`` (max curvature error at interior, boundary and
+    corner vertices), ``newton`` (per iteration: residual, step, flips, PCG iterations),
+    ``flips`` (isometric flips to the initial intrinsic Delaunay triangulation, Ptolemy flips
+    during the flow, input edges absent from the final triangulation), ``corners``,
+    ``corner_choice``, ``width``, ``height``, ``modulus`` (H/W before the rescale),
+    ``dilatation`` (of the diag(1/W, 1/H) rescale), ``straightness_error`` (largest distance of a
+    boundary vertex from its side before snapping, unit-square units), ``boundary_monotone``,
+    ``folded_input_faces`` and ``repairs`` (input faces that folded on the layout and what was
+    done), ``timings`` (seconds per stage).
 
     Examples
     --------
