@@ -149,7 +149,7 @@ def plot_occlusion(image, mesh=None, values=None, *, title: str = "occlusion map
 
         ax3 = fig.add_subplot(1, 2, 2, projection="3d")
         vals = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0)
-        plotting.plot_surf_stat_map((np.asarray(mesh.vertices), np.asarray(mesh.faces)), vals, hemi=hemi,
+        plotting.plot_surf_stat_map((np.array(mesh.vertices), np.array(mesh.faces)), vals, hemi=hemi,
                                     view=view, cmap="hot", axes=ax3, figure=fig, colorbar=False,
                                     threshold=None)
         ax3.set_title("on the cortex")
