@@ -368,7 +368,9 @@ def _modulus_one_corners(alpha, seg, i0, i2, loop):
 # Newton
 
 
-def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switch_tol=None, solver=None):
+def _newton(
+    F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switch_tol=None, solver=None, pattern=None
+):
     switch_tol = _SWITCH_TOL if switch_tol is None else switch_tol
     n = len(Theta)
     m = len(F)
@@ -379,8 +381,8 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
     flips, blocked = _k.make_delaunay(F, twin, lam, u, deg, False, _DELAUNAY_TOL, max_flips)
     E, bad = _k.evaluate(F, lam, u, Theta, angle_sum, cotw, True)
     g = Theta - angle_sum
-    pattern = None
-    pattern_flips = -1
+    # a given pattern describes F before the flips just made
+    pattern_flips = 0 if (pattern is not None and flips == 0) else -1
     history = []
     total_flips = flips
     pin = 0
@@ -476,7 +478,7 @@ def _newton(F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switc
     timings["hessian_pattern"] = t_pattern
     timings["factorisations"] = n_factor
     timings["pcg_iterations"] = n_pcg
-    return u, g, Theta, it, total_flips - flips, switched_at, history
+    return u, g, Theta, it, (flips, total_flips - flips), switched_at, history
 
 
 # ---------------------------------------------------------------------------------------------
@@ -587,7 +589,7 @@ def conformal_map(
     switch = None
     pos_in_loop = np.full(n, -1, dtype=np.int64)
     pos_in_loop[loop] = np.arange(len(loop))
-    solver0 = None
+    solver0 = pattern0 = None
     if not user_corners:
         # modulus-1 corners from the harmonic potential of a boundary source at c0 and sink at
         # c2 (the real part of the map onto a strip): (c0, c1, c2, c3) has modulus 1 exactly when
@@ -600,6 +602,7 @@ def conformal_map(
         data = _k.csr_values(slots, cotw, len(indices))
         data[_diag_slot(indptr, indices, 0)] += max(float(np.abs(data).max()), 1.0)
         solver0 = _SPDSolver(_laplacian_csc(indptr, indices, data, n))
+        pattern0 = (indptr, indices, slots)
         j = np.zeros(n)
         j[loop[i0]], j[loop[i2]] = 1.0, -1.0
         f = solver0.solve(j)
@@ -635,8 +638,8 @@ def conformal_map(
 
     Theta = _targets(n, loop, corners)
     t0 = time.perf_counter()
-    u, g, Theta, iterations, flow_flips, switched_at, history = _newton(
-        F, twin, lam, deg, Theta, tol, int(max_iter), timings, switch=switch, solver=solver0
+    u, g, Theta, iterations, (start_flips, flow_flips), switched_at, history = _newton(
+        F, twin, lam, deg, Theta, tol, int(max_iter), timings, switch=switch, solver=solver0, pattern=pattern0
     )
     corner_info["switched_at_iteration"] = switched_at
     timings["newton"] = time.perf_counter() - t0
@@ -679,6 +682,7 @@ def conformal_map(
         "newton": history,
         "flips": {
             "initial_delaunay": int(init_flips),
+            "ptolemy_at_start": int(start_flips),
             "during_flow": int(flow_flips),
             "edges_differing_from_input": int(changed),
         },
