@@ -122,6 +122,30 @@ def profile_section(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+BARS = {"surfmap_conformal": 2.0, "surfmap_ot": 4.0, "surfmap_flatten": 6.0}  # x LSCM (DESIGN.md)
+
+
+def headline(results: dict) -> str:
+    """The quality bars of DESIGN.md that this run measures, met or not."""
+    rows = results.get("comparison") or []
+    lscm = _lscm_times(rows)
+    lines = ["| bar | cortex | measured | bar | met |", "|---|---|---:|---:|---|"]
+    for case in ("fslr32k-left", "fslr32k-right", "fsaverage5-left", "fsaverage5-right"):
+        for m, bar in BARS.items():
+            r = next((r for r in rows if r.get("case") == case and r.get("method") == m), None)
+            if r is None or not _time(r) or case not in lscm:
+                continue
+            x = _time(r) / lscm[case]
+            lines.append(f"| {r.get('label', m)} time, × LSCM | {case} | {x:.2f} | {bar:.0f} | "
+                         f"{'yes' if x <= bar else 'NO'} |")
+    ra = results.get("raster") or {}
+    if ra.get("template_bar_s"):
+        t = ra["template_total_s"]
+        lines.append(f"| template-mode raster, {ra['template_subjects']} × {ra['template_metrics']} at "
+                     f"{ra['size']}² | {ra.get('map', '')[:20]} | {t:.2f} s | 5 s | {'yes' if t <= 5 else 'NO'} |")
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def markdown(results: dict) -> str:
     m = results["machine"]
     s = [f"# surfmap benchmark results\n",
@@ -134,6 +158,9 @@ def markdown(results: dict) -> str:
          "before the first call) minus its resident set just before, native allocations included. d = natural log of the face's share of the flat area over its share of the 3D "
          "area; K = sigma1/sigma2 of the face's Jacobian (both by `surfmap.distortion`, over non-degenerate faces); "
          "flipped = faces with signed flat area <= 0 after mirroring a map that comes out mirrored as a whole.\n"]
+    h = headline(results)
+    if h:
+        s += ["## Bars (DESIGN.md) measured in this run\n", h, ""]
     if results.get("comparison"):
         s += ["## Comparison\n", comparison_table(results["comparison"]), ""]
         s += [profile_section(results["comparison"])]

@@ -287,7 +287,7 @@ def main(argv=None) -> int:
     ap.add_argument("-o", "--out", default="benchmarks/results", help="output folder (default %(default)s)")
     ap.add_argument("--repeats", type=int, default=None, help="warm calls per method (default 3; 2 with --quick)")
     ap.add_argument("--cap", type=float, default=None,
-                    help="time cap in seconds for one method on the largest refined mesh (default 60)")
+                    help="time cap in seconds for one method on the largest refined mesh (default 90)")
     ap.add_argument("--skip", nargs="*", default=[], choices=["comparison", "scaling", "raster", "batch"],
                     help="sections to leave out")
     args = ap.parse_args(argv)
@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
-    cap = args.cap if args.cap is not None else 60.0
+    cap = args.cap if args.cap is not None else 90.0
     templates = ["fsaverage5"] if args.quick else ["fsaverage5", "fslr32k"]
     t_start = time.perf_counter()
     results: dict = dict(machine=machine_info(), settings=dict(quick=args.quick, repeats=repeats, cap_s=cap,
