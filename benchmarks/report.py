@@ -203,7 +203,8 @@ def write_histograms(rows: list[dict], out: Path, case: str) -> list[Path]:
     plt = _plt()
     paths = []
     for c in sorted({r.get("case") for r in rows if r.get("case")}):
-        rs = [r for r in rows if r.get("case") == c and r.get("faces_file")]
+        # flatten gives the same map as the OT stage: left out so that the curves stay readable
+        rs = [r for r in rows if r.get("case") == c and r.get("faces_file") and r.get("method") != "surfmap_flatten"]
         if not rs:
             continue
         fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
