@@ -52,7 +52,15 @@ from learn.volumetric.model import (
     set_bn_momentum,
 )
 
-__all__ = ["load_volumetric_config", "build_model", "make_splits", "run_experiment", "load_fold_models"]
+__all__ = [
+    "load_volumetric_config",
+    "build_model",
+    "make_splits",
+    "run_experiment",
+    "load_fold_models",
+    "load_inputs",
+    "predict_cohort",
+]
 
 log = logging.getLogger(__name__)
 
@@ -295,3 +303,50 @@ def _ensemble_test(cfg, out, device, mask, crop, shape, affine) -> dict:
     if is_main_process():
         df.to_csv(out / "test_predictions.csv", index=False)
     return res
+
+
+def _run_inputs(run_dir):
+    """Resolved config, mask and crop of a finished run (from ``run_dir/config.json``)."""
+    cfg_path = Path(run_dir) / "config.json"
+    if not cfg_path.is_file():
+        raise DataError(f"{str(cfg_path)!r} does not exist; is {str(run_dir)!r} the output_dir of a training run?")
+    cfg = config_from_dict(VolumetricConfig, json.loads(cfg_path.read_text()))
+    return cfg
+
+
+def load_inputs(run_dir, cohort_csv, *, labelled_only: bool = True):
+    """Cohort rows and their (N, 2, X, Y, Z) model inputs, preprocessed as in the run ``run_dir``.
+
+    Returns
+    -------
+    cohort : DataFrame (the selected rows), x : (N, 2, X, Y, Z) float32 tensor, crop, (shape, affine) of the grid
+    """
+    cfg = _run_inputs(run_dir)
+    label = cfg.data.label_column
+    cohort = read_cohort(cohort_csv, label_column=label if label else None)
+    shape, affine = check_grid(cohort, reference=cfg.data.mask)
+    mask = load_mask(cfg.data.mask, shape, affine, threshold=cfg.data.mask_threshold) if cfg.data.mask else None
+    crop = resolve_crop(cfg.data.crop, shape)
+    if labelled_only:
+        cohort = cohort[cohort[label].notna()].reset_index(drop=True)
+    if len(cohort) == 0:
+        raise DataError(f"no scan to score in {str(cohort_csv)!r}")
+    ds = VolumeDataset(cohort, label_column=label if labelled_only else None, mask=mask, crop=crop, cache=None)
+    x = torch.stack([ds[i][0] for i in range(len(ds))])
+    return cohort, x, crop, (shape, affine)
+
+
+@torch.no_grad()
+def predict_cohort(run_dir, cohort_csv, device="cpu", batch_size: int = 24):
+    """Scores of every scan of ``cohort_csv`` (labelled or not, e.g. MCI) by each fold model and their mean."""
+    cohort, x, _, _ = load_inputs(run_dir, cohort_csv, labelled_only=False)
+    scores = []
+    for m in load_fold_models(run_dir, device):
+        s = [torch.sigmoid(m(x[i:i + batch_size].to(device)).float().reshape(-1)).cpu().numpy()
+             for i in range(0, x.shape[0], batch_size)]
+        scores.append(np.concatenate(s))
+    out = cohort.drop(columns=["gmd_path", "gmv_path"]).copy()
+    out["score"] = ensemble_scores(scores)
+    for k, s in enumerate(scores):
+        out[f"score_fold{k}"] = s
+    return out
