@@ -207,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             overrides = list(args.set) + ([f"out_dir={_toml_str(args.out)}"] if args.out else [])
             cfg = load_config(args.config, RunConfig, overrides)
             result = run_experiment(cfg)
+            from learn.utils import is_main_process
+
+            if not is_main_process():
+                return 0
             for ch, r in result["results"].items():
                 p = r["pooled"]
                 print(f"{ch}: accuracy {p['accuracy']:.3f} sensitivity {p['sensitivity']:.3f} "
