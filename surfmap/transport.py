@@ -53,7 +53,7 @@ class PowerDiagram:
         and midpoint parameter: x for bottom/top, y for left/right; NaN when empty).
     """
 
-    def __init__(self, sites, weights, triangulation=None, *, fallback=True):
+    def __init__(self, sites, weights, triangulation=None, *, fallback=True, neighbours=None):
         self.sites = sites
         self.weights = weights
         T = N = None
@@ -70,14 +70,15 @@ class PowerDiagram:
                 return
             tri = _regular_triangulation(sites, weights)
             T, N = tri if tri is not None else (None, None)
-        self._compute(T, N)
+        # no flip: the neighbour lists of the triangulation passed in (``neighbours``) still hold
+        self._compute(T, N, neighbours if self.flips == 0 else None)
         if triangulation is not None and abs(self.areas.sum() - 1.0) > 1e-9:
             # should not happen; recompute from scratch rather than trust a bad update
             self.flips = -1
             tri = _regular_triangulation(sites, weights)
             self._compute(*(tri if tri is not None else (None, None)))
 
-    def _compute(self, T, N=None):
+    def _compute(self, T, N=None, neighbours=None):
         n = len(self.sites)
         if T is None:  # a few sites: all pairs (a superset of the regular neighbours gives the same cells)
             self.triangulation = None
@@ -85,7 +86,10 @@ class PowerDiagram:
             self.neighbours = np.array([j for i in range(n) for j in range(n) if j != i], dtype=np.int64)
         else:
             self.triangulation = (T, N)
-            self.ptr, self.neighbours = _k.neighbour_lists(T, n)
+            if neighbours is None:
+                self.ptr, self.neighbours = _k.neighbour_lists(T, n)
+            else:
+                self.ptr, self.neighbours = neighbours
         hidden = self.ptr[1:] == self.ptr[:-1]
         (
             self.areas,
@@ -98,11 +102,19 @@ class PowerDiagram:
     def hessian(self) -> sp.csr_matrix:
         """``d areas / d weights`` (n, n): a symmetric graph Laplacian, PSD, rows summing to 0."""
         n = len(self.sites)
-        r, c, v = _k.hessian_triplets(self.sites, self.ptr, self.neighbours, self.dual_lengths)
-        off = sp.coo_matrix((np.concatenate([v, v]), (np.concatenate([r, c]), np.concatenate([c, r]))), (n, n))
-        off = off.tocsr()
-        diag = -np.asarray(off.sum(axis=1)).ravel()
-        return (off + sp.diags(diag)).tocsr()
+        indptr, indices, data = _k.hessian_csr(self.sites, self.ptr, self.neighbours, self.dual_lengths, -1)
+        return sp.csr_matrix((data, indices, indptr), shape=(n, n))
+
+    def _newton_matrices(self, pin: int):
+        """The Hessian ``H`` and ``A``: ``H`` with its diagonal entry at ``pin`` doubled, symmetric
+        positive definite when the regular triangulation is connected (see :class:`_NewtonSolver`).
+        Both CSC (symmetric: the CSR arrays are the CSC ones)."""
+        n = len(self.sites)
+        indptr, indices, data = _k.hessian_csr(self.sites, self.ptr, self.neighbours, self.dual_lengths, -1)
+        H = sp.csc_matrix((data, indices, indptr), shape=(n, n))
+        data = data.copy()
+        data[indptr[pin] + np.searchsorted(indices[indptr[pin] : indptr[pin + 1]], pin)] *= 2.0
+        return H, sp.csc_matrix((data, indices, indptr), shape=(n, n))
 
 
 def _regular_triangulation(sites, weights):
@@ -143,21 +155,72 @@ def power_diagram(sites, weights=None) -> PowerDiagram:
 # damped Newton
 
 
-def _newton_step(H: sp.csr_matrix, rhs: np.ndarray, pin: int) -> np.ndarray:
-    """Solve ``H d = rhs`` with the gauge pinned (``d[pin] = 0``); ``rhs`` sums to 0.
+def _factor(A: sp.csc_matrix):
+    """Sparse LU of the pinned Hessian ``A``: symmetric fill-reducing order, no pivoting needed (an
+    M-matrix). Returns the SuperLU object."""
+    return spla.splu(A, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
 
-    Adding ``H[pin, pin]`` to the diagonal entry pins it: summing the rows of the modified system
-    gives ``H[pin, pin] d[pin] = sum(rhs) = 0``. H is a symmetric M-matrix, so a symmetric
-    fill-reducing order without pivoting suits it.
+
+def _pcg(A, b, precondition, scale, max_it):
+    """Preconditioned conjugate gradients for ``A x = b`` (``A`` symmetric positive semi-definite,
+    ``b`` in its range) from ``x = 0``, until ``|b - A x|_i <= scale_i`` for every ``i``.
+    Returns ``(x, iterations, converged)``."""
+    x = np.zeros_like(b)
+    r = b.copy()
+    z = precondition(r)
+    p = z.copy()
+    rz = _k.dot(r, z)
+    for it in range(1, max_it + 1):
+        Ap = A @ p
+        alpha = rz / _k.dot(p, Ap)
+        if _k.cg_update(x, r, p, Ap, alpha, scale) <= 1.0:
+            return x, it, True
+        z = precondition(r)
+        rz_new = _k.dot(r, z)
+        _k.cg_direction(p, z, rz_new / rz)
+        rz = rz_new
+    return x, max_it, False
+
+
+class _NewtonSolver:
+    """Solves the Newton systems ``H d = rhs`` of one Newton run, exactly or inexactly.
+
+    ``H`` is singular (constants in its kernel; ``rhs`` sums to 0). An exact solve factorises
+    ``A``, ``H`` with its diagonal entry at ``pin`` doubled (symmetric positive definite): summing
+    the rows of ``A d = rhs`` gives ``H[pin, pin] d[pin] = sum(rhs) = 0``, so ``d`` solves
+    ``H d = rhs`` too. An inexact solve runs conjugate gradients on ``H`` itself (so that the
+    tolerance bounds the true Newton residual), preconditioned by the LU of an earlier ``A`` (the
+    Hessian drifts slowly between Newton iterations); ``A`` is factorised again when CG needs more
+    than ``max_cg`` iterations (and ``d`` solved exactly), and at the next solve when it needed
+    more than ``refactor_after``.
     """
-    e = np.zeros(H.shape[0])
-    e[pin] = H[pin, pin]
-    A = (H + sp.diags(e)).tocsc()
-    lu = spla.splu(A, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
-    return lu.solve(rhs)
+
+    def __init__(self, max_cg: int = 30, refactor_after: int = 12):
+        self.max_cg = max_cg
+        self.refactor_after = refactor_after
+        self.lu = None
+        self.stale = True
+        self.factorizations = 0
+        self.cg_iterations = 0
+
+    def solve(self, H, A, rhs, scale=None):
+        """``d`` with ``|H d - rhs|_i <= scale_i`` (``scale=None``: exact). Returns ``(d, exact)``."""
+        if scale is not None and not self.stale:
+            d, its, ok = _pcg(H, rhs, self.lu.solve, scale, self.max_cg)
+            self.cg_iterations += its
+            log.debug("cg: %d iterations%s", its, "" if ok else ", not converged")
+            if ok:
+                self.stale = its > self.refactor_after
+                return d, False
+        self.lu = _factor(A)
+        self.factorizations += 1
+        self.stale = False
+        return self.lu.solve(rhs), True
 
 
-def solve_transport(sites, masses, weights=None, *, tol=1e-6, max_iter=100, eps0=None, stats=None):
+def solve_transport(
+    sites, masses, weights=None, *, tol=1e-6, max_iter=100, eps0=None, stats=None, triangulation=None
+):
     """Weights ``w`` whose power cells in [0, 1]^2 have areas ``masses`` (damped Newton, KMT).
 
     Parameters
@@ -176,7 +239,12 @@ def solve_transport(sites, masses, weights=None, *, tol=1e-6, max_iter=100, eps0
         No accepted step has a cell smaller than this (default: half the smallest of the masses and
         the initial areas).
     stats : dict, optional
-        Updated in place with ``newton_iterations`` and ``halvings``.
+        Updated in place with ``newton_iterations``, ``halvings``, ``factorizations`` (sparse LU
+        of a Hessian) and ``cg_iterations`` (preconditioned CG on the others).
+    triangulation : (t, 3) int64, optional
+        A counter-clockwise triangulation of the sites covering their convex hull (e.g. the faces
+        of a bijective map of a mesh whose vertices are the sites): the regular triangulation of
+        the start is reached from it by edge flips. Default (or when flipping fails): a convex hull.
 
     Returns
     -------
@@ -194,9 +262,13 @@ def solve_transport(sites, masses, weights=None, *, tol=1e-6, max_iter=100, eps0
     n = len(P)
     w = np.zeros(n) if weights is None else np.array(weights, dtype=np.float64)
     stats = {} if stats is None else stats
-    stats.setdefault("newton_iterations", 0)
-    stats.setdefault("halvings", 0)
-    D = PowerDiagram(P, w)
+    for key in ("newton_iterations", "halvings", "factorizations", "cg_iterations"):
+        stats.setdefault(key, 0)
+    start = None
+    if triangulation is not None:
+        T = np.ascontiguousarray(triangulation, dtype=np.int64)
+        start = (T, _k.triangle_adjacency(T))
+    D = PowerDiagram(P, w, start)
     if eps0 is None:
         eps0 = 0.5 * min(float(nu.min()), float(D.areas.min()))
     if D.areas.min() <= 0:
@@ -205,34 +277,48 @@ def solve_transport(sites, masses, weights=None, *, tol=1e-6, max_iter=100, eps0
             "remove duplicate sites or start from weights that give every site a cell"
         )
     pin = int(np.argmax(nu))
-    for it in range(max_iter + 1):
-        g = D.areas - nu
-        err = float(np.max(np.abs(g) / nu))
-        log.debug("newton %d: max relative cell-area error %.3e", it, err)
-        if err < tol:
-            stats["cell_area_error"] = err
-            return w, D
-        if it == max_iter:
-            break
-        H = D.hessian()
-        d = _newton_step(H, -g, pin)
-        gnorm = float(np.linalg.norm(g))
-        t = 1.0
-        while True:
-            wt = w + t * d
-            Dt = PowerDiagram(P, wt, D.triangulation, fallback=t < 1e-2)
-            log.debug("trial t=%g flips=%d min area %.3e", t, Dt.flips, Dt.areas.min())
-            if Dt.areas.min() >= eps0 and np.linalg.norm(Dt.areas - nu) <= (1.0 - 0.5 * t) * gnorm:
+    solver = _NewtonSolver()
+    try:
+        for it in range(max_iter + 1):
+            g = D.areas - nu
+            err = float(np.max(np.abs(g) / nu))
+            log.debug("newton %d: max relative cell-area error %.3e", it, err)
+            if err < tol:
+                stats["cell_area_error"] = err
+                return w, D
+            if it == max_iter:
                 break
-            t *= 0.5
-            stats["halvings"] += 1
-            if t < 1e-14:
-                raise ConvergenceError(
-                    f"optimal transport: the Newton step could not be damped enough at iteration {it} "
-                    f"(max relative cell-area error {err:.2e}); the sites may be too crowded or duplicated"
-                )
-        w, D = wt, Dt
-        stats["newton_iterations"] += 1
+            # inexact Newton: every cell's residual within eta of its own area error (so that no
+            # cell close to the KMT bound is pushed below it) plus eta * err of its target mass
+            # (so that the max relative error contracts); eta falls with err (superlinear)
+            eta = min(0.1, 0.1 * err)
+            H, A = D._newton_matrices(pin)
+            d, exact = solver.solve(H, A, -g, eta * (np.abs(g) + eta * err * nu))
+            gnorm = np.sqrt(_k.dot(g, g))
+            t = 1.0
+            while True:
+                wt = w + t * d
+                Dt = PowerDiagram(P, wt, D.triangulation, fallback=t < 1e-2, neighbours=(D.ptr, D.neighbours))
+                log.debug("trial t=%g flips=%d min area %.3e", t, Dt.flips, Dt.areas.min())
+                if Dt.areas.min() >= eps0:
+                    gt = Dt.areas - nu
+                    if np.sqrt(_k.dot(gt, gt)) <= (1.0 - 0.5 * t) * gnorm:
+                        break
+                t *= 0.5
+                stats["halvings"] += 1
+                if t < 1.0 / 32 and not exact:  # the inexact direction may be the reason: solve exactly
+                    d, exact = solver.solve(H, A, -g)
+                    t = 1.0
+                if t < 1e-14:
+                    raise ConvergenceError(
+                        f"optimal transport: the Newton step could not be damped enough at iteration {it} "
+                        f"(max relative cell-area error {err:.2e}); the sites may be too crowded or duplicated"
+                    )
+            w, D = wt, Dt
+            stats["newton_iterations"] += 1
+    finally:
+        stats["factorizations"] += solver.factorizations
+        stats["cg_iterations"] += solver.cg_iterations
     stats["cell_area_error"] = err
     raise ConvergenceError(
         f"optimal transport: max relative cell-area error {err:.2e} after max_iter={max_iter} Newton iterations "
@@ -301,10 +387,11 @@ def _harmonic_square_map(mesh: Mesh, corners=None) -> FlatMap:
 # placing the vertices
 
 
-def _sides(F: np.ndarray, corners: np.ndarray):
-    """The boundary loop split into the 4 sides between the corners, in the order (0,0) -> (1,0)
-    -> (1,1) -> (0,1) -> (0,0); each side includes both of its corners."""
-    loop = boundary_loop(F)
+def _sides(F: np.ndarray, corners: np.ndarray, loop=None):
+    """The boundary loop (``boundary_loop(F)`` unless given) split into the 4 sides between the
+    corners, in the order (0,0) -> (1,0) -> (1,1) -> (0,1) -> (0,0); each side includes both of
+    its corners."""
+    loop = boundary_loop(F) if loop is None else loop
     where = {int(v): k for k, v in enumerate(loop)}
     missing = [int(c) for c in corners if int(c) not in where]
     if missing:
@@ -534,7 +621,7 @@ def area_preserving_map(
         raise ParameterError(f"max_sweeps: expected a non-negative integer; found {max_sweeps!r}")
     F = mesh.faces
     n = mesh.n_vertices
-    boundary_loop(F)  # MeshError unless a disk
+    loop = boundary_loop(F)  # MeshError unless a disk
     timings = {}
     t0 = time.perf_counter()
     if init is None:
@@ -557,12 +644,15 @@ def area_preserving_map(
     nu = nu / nu.sum()
     if nu.min() <= 0:
         raise MeshError(f"mesh: {int((nu <= 0).sum())} vertices have zero area; remove unreferenced vertices")
-    sides = _sides(F, init.corners)
+    sides = _sides(F, init.corners, loop)
     P = np.clip(init.uv, 0.0, 1.0)
     for k, side in enumerate(sides):  # boundary sites exactly on their side
         P[side, 1 - k % 2] = 0.0 if k in (0, 3) else 1.0
     stats = {}
-    _w, D = solve_transport(P, nu, tol=tol, max_iter=max_iter, stats=stats)
+    # the input faces triangulate the square when the start map has no fold: flip them to the
+    # Delaunay triangulation of the sites (cheaper than a convex hull); otherwise a convex hull
+    start = F if (_k.signed_areas(P, F) > 0).all() else None
+    _w, D = solve_transport(P, nu, tol=tol, max_iter=max_iter, stats=stats, triangulation=start)
     timings["transport"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -250,6 +250,88 @@ def hessian_triplets(P, ptr, idx, dual):
 
 
 @njit(**_FLAGS)
+def hessian_csr(P, ptr, idx, dual, pin):
+    """The Hessian ``d areas / d weights`` as CSR arrays ``(indptr, indices, data)`` (n, n).
+
+    Off-diagonal ``(i, j)``: ``-|e_ij| / (2 |p_i - p_j|)`` with ``|e_ij|`` the mean of the dual
+    length seen from both sides (so the matrix is exactly symmetric; being symmetric, the arrays
+    are also its CSC form). Diagonal: minus the off-diagonal row sum, and for ``pin >= 0`` the
+    diagonal entry of ``pin`` doubled, which pins the gauge (see ``transport._newton_step``).
+    Rows of ``idx`` must be sorted (as ``neighbour_lists`` returns them).
+    """
+    n = P.shape[0]
+    indptr = np.empty(n + 1, dtype=np.int64)
+    indices = np.empty(idx.shape[0] + n, dtype=np.int64)
+    data = np.empty(idx.shape[0] + n)
+    m = 0
+    indptr[0] = 0
+    for i in range(n):
+        diag_at = -1
+        s = 0.0
+        for k in range(ptr[i], ptr[i + 1]):
+            j = idx[k]
+            if diag_at < 0 and j > i:
+                diag_at = m
+                indices[m] = i
+                m += 1
+            # the same edge seen from j
+            lj = 0.0
+            lo = ptr[j]
+            hi = ptr[j + 1]
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if idx[mid] < i:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < ptr[j + 1] and idx[lo] == i:
+                lj = dual[lo]
+            ell = 0.5 * (dual[k] + lj)
+            dx = P[j, 0] - P[i, 0]
+            dy = P[j, 1] - P[i, 1]
+            d = np.sqrt(dx * dx + dy * dy)
+            v = -ell / (2.0 * d) if d > 0.0 else 0.0
+            indices[m] = j
+            data[m] = v
+            s += v
+            m += 1
+        if diag_at < 0:
+            diag_at = m
+            indices[m] = i
+            m += 1
+        data[diag_at] = -s if i != pin else -2.0 * s
+        indptr[i + 1] = m
+    return indptr, indices, data
+
+
+@njit(**_FLAGS)
+def dot(a, b):
+    """``sum(a * b)`` without BLAS (BLAS threads spin badly on a loaded machine for short vectors)."""
+    s = 0.0
+    for i in range(a.shape[0]):
+        s += a[i] * b[i]
+    return s
+
+
+@njit(**_FLAGS)
+def cg_update(x, r, p, Ap, alpha, scale):
+    """``x += alpha p``, ``r -= alpha Ap`` in place; returns ``max |r_i| / scale_i``."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        x[i] += alpha * p[i]
+        r[i] -= alpha * Ap[i]
+        s = max(s, abs(r[i]) / scale[i])
+    return s
+
+
+@njit(**_FLAGS)
+def cg_direction(p, z, beta):
+    """``p = z + beta p`` in place."""
+    for i in range(p.shape[0]):
+        p[i] = z[i] + beta * p[i]
+
+
+@njit(**_FLAGS)
 def signed_areas(UV, F):
     """Signed area (m,) of each face of the planar map ``UV`` (n, 2)."""
     m = F.shape[0]
