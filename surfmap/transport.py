@@ -155,10 +155,22 @@ def power_diagram(sites, weights=None) -> PowerDiagram:
 # damped Newton
 
 
-def _factor(A: sp.csc_matrix):
-    """Sparse LU of the pinned Hessian ``A``: symmetric fill-reducing order, no pivoting needed (an
-    M-matrix). Returns the SuperLU object."""
-    return spla.splu(A, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+class _Factor:
+    """Sparse LU of a symmetric positive definite matrix whose graph is planar with vertices at
+    ``sites`` (the pinned Hessian). Geometric nested dissection orders it (measured about twice as
+    fast on the 29k-vertex cortex as SuperLU's minimum degree, and the order costs ~10 ms);
+    SuperLU then factorises the permuted matrix without pivoting (positive definite)."""
+
+    def __init__(self, A: sp.csc_matrix, sites: np.ndarray, leaf: int = 16):
+        self.order = _k.nested_dissection(sites, A.indptr, A.indices, leaf)
+        indptr, indices, data = _k.permute_symmetric(A.indptr, A.indices, A.data, self.order)
+        Ap = sp.csc_matrix((data, indices, indptr), shape=A.shape)
+        self.lu = spla.splu(Ap, permc_spec="NATURAL", diag_pivot_thresh=0.0, options={"SymmetricMode": True})
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        x = np.empty_like(b)
+        x[self.order] = self.lu.solve(b[self.order])
+        return x
 
 
 def _pcg(A, b, precondition, scale, max_it):
@@ -195,7 +207,7 @@ class _NewtonSolver:
     more than ``refactor_after``.
     """
 
-    def __init__(self, max_cg: int = 30, refactor_after: int = 12):
+    def __init__(self, max_cg: int = 15, refactor_after: int = 5):
         self.max_cg = max_cg
         self.refactor_after = refactor_after
         self.lu = None
@@ -203,7 +215,7 @@ class _NewtonSolver:
         self.factorizations = 0
         self.cg_iterations = 0
 
-    def solve(self, H, A, rhs, scale=None):
+    def solve(self, H, A, sites, rhs, scale=None):
         """``d`` with ``|H d - rhs|_i <= scale_i`` (``scale=None``: exact). Returns ``(d, exact)``."""
         if scale is not None and not self.stale:
             d, its, ok = _pcg(H, rhs, self.lu.solve, scale, self.max_cg)
@@ -212,7 +224,7 @@ class _NewtonSolver:
             if ok:
                 self.stale = its > self.refactor_after
                 return d, False
-        self.lu = _factor(A)
+        self.lu = _Factor(A, sites)
         self.factorizations += 1
         self.stale = False
         return self.lu.solve(rhs), True
@@ -293,7 +305,7 @@ def solve_transport(
             # (so that the max relative error contracts); eta falls with err (superlinear)
             eta = min(0.1, 0.1 * err)
             H, A = D._newton_matrices(pin)
-            d, exact = solver.solve(H, A, -g, eta * (np.abs(g) + eta * err * nu))
+            d, exact = solver.solve(H, A, P, -g, eta * (np.abs(g) + eta * err * nu))
             gnorm = np.sqrt(_k.dot(g, g))
             t = 1.0
             while True:
@@ -307,7 +319,7 @@ def solve_transport(
                 t *= 0.5
                 stats["halvings"] += 1
                 if t < 1.0 / 32 and not exact:  # the inexact direction may be the reason: solve exactly
-                    d, exact = solver.solve(H, A, -g)
+                    d, exact = solver.solve(H, A, P, -g)
                     t = 1.0
                 if t < 1e-14:
                     raise ConvergenceError(

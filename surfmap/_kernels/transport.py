@@ -305,6 +305,126 @@ def hessian_csr(P, ptr, idx, dual, pin):
 
 
 @njit(**_FLAGS)
+def nested_dissection(P, ptr, idx, leaf):
+    """Fill-reducing order (n,) of a planar graph on the points ``P`` (n, 2) with CSR adjacency
+    ``(ptr, idx)``: geometric nested dissection. Each part is cut at the median of its longer
+    side; the vertices of the lower half with a neighbour in the upper half form the separator,
+    ordered after both halves (recursively ordered the same way). Parts of at most ``leaf``
+    vertices keep their order.
+    """
+    n = P.shape[0]
+    items = np.arange(n)
+    order = np.empty(n, dtype=np.int64)
+    seg = np.full(n, -1, dtype=np.int64)  # id of the part a vertex is in while that part is cut
+    upper = np.zeros(n, dtype=np.bool_)
+    sep = np.zeros(n, dtype=np.bool_)
+    buf = np.empty(n, dtype=np.int64)
+    coord = np.empty(n)
+    # stack of parts: items[lo:hi] go to order[out:out + hi - lo]
+    stack = np.empty((2 * n + 2, 3), dtype=np.int64)
+    stack[0, 0], stack[0, 1], stack[0, 2] = 0, n, 0
+    top = 1
+    part = 0
+    while top > 0:
+        top -= 1
+        lo, hi, out = stack[top, 0], stack[top, 1], stack[top, 2]
+        m = hi - lo
+        if m <= leaf:
+            for k in range(m):
+                order[out + k] = items[lo + k]
+            continue
+        x0 = x1 = P[items[lo], 0]
+        y0 = y1 = P[items[lo], 1]
+        for k in range(lo, hi):
+            v = items[k]
+            x0 = min(x0, P[v, 0])
+            x1 = max(x1, P[v, 0])
+            y0 = min(y0, P[v, 1])
+            y1 = max(y1, P[v, 1])
+        ax = 0 if x1 - x0 >= y1 - y0 else 1
+        for k in range(lo, hi):
+            coord[k - lo] = P[items[k], ax]
+        med = np.median(coord[:m])
+        part += 1
+        for k in range(lo, hi):
+            v = items[k]
+            seg[v] = part
+            upper[v] = P[v, ax] > med
+        na = nb = ns = 0
+        for k in range(lo, hi):
+            v = items[k]
+            s = False
+            if not upper[v]:
+                for h in range(ptr[v], ptr[v + 1]):
+                    u = idx[h]
+                    if seg[u] == part and upper[u]:
+                        s = True
+                        break
+            sep[v] = s
+            if s:
+                ns += 1
+            elif upper[v]:
+                nb += 1
+            else:
+                na += 1
+        if na == 0 or nb == 0:  # no proper cut (e.g. all on the median line): keep the order
+            for k in range(m):
+                order[out + k] = items[lo + k]
+            continue
+        ia, ib, is_ = 0, na, na + nb
+        for k in range(lo, hi):
+            v = items[k]
+            if sep[v]:
+                buf[is_] = v
+                is_ += 1
+            elif upper[v]:
+                buf[ib] = v
+                ib += 1
+            else:
+                buf[ia] = v
+                ia += 1
+        for k in range(m):
+            items[lo + k] = buf[k]
+        for k in range(ns):
+            order[out + na + nb + k] = buf[na + nb + k]
+        stack[top, 0], stack[top, 1], stack[top, 2] = lo + na, lo + na + nb, out + na
+        stack[top + 1, 0], stack[top + 1, 1], stack[top + 1, 2] = lo, lo + na, out
+        top += 2
+    return order
+
+
+@njit(**_FLAGS)
+def permute_symmetric(indptr, indices, data, order):
+    """CSR arrays of ``A[order][:, order]`` for a CSR matrix ``A`` with a symmetric pattern
+    (column indices sorted within each row)."""
+    n = order.shape[0]
+    inv = np.empty(n, dtype=np.int64)
+    for r in range(n):
+        inv[order[r]] = r
+    optr = np.empty(n + 1, dtype=np.int64)
+    oind = np.empty(indices.shape[0], dtype=np.int64)
+    odat = np.empty(data.shape[0])
+    optr[0] = 0
+    m = 0
+    for r in range(n):
+        i = order[r]
+        start = m
+        for h in range(indptr[i], indptr[i + 1]):
+            c = inv[indices[h]]
+            v = data[h]
+            b = m - 1
+            while b >= start and oind[b] > c:
+                oind[b + 1] = oind[b]
+                odat[b + 1] = odat[b]
+                b -= 1
+            oind[b + 1] = c
+            odat[b + 1] = v
+            m += 1
+        optr[r + 1] = m
+    return optr, oind, odat
+
+
+@njit(**_FLAGS)
 def dot(a, b):
     """``sum(a * b)`` without BLAS (BLAS threads spin badly on a loaded machine for short vectors)."""
     s = 0.0
