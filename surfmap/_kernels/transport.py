@@ -645,12 +645,14 @@ def _rho(a, delta):
 
 
 @njit(**_FLAGS)
-def area_sweeps(UV, F, target, vf_ptr, vf_idx, kind, dirs, delta_rel, n_sweeps):
+def area_sweeps(UV, F, target, vf_ptr, vf_idx, kind, dirs, delta_rel, n_sweeps, omega=1.0):
     """Gauss-Seidel sweeps moving one vertex at a time to lower the face-area energy
     ``sum_f A_f log(rho(a_f)/A_f)^2`` of its incident faces (damped Gauss-Newton step, halved until
     the local energy decreases). A vertex whose faces are all positively oriented never makes one
     flip, so sweeps starting from a fold-free map keep it fold-free; folded faces are pushed out by
-    ``rho``. ``kind``: 0 free, 1 slides along ``dirs[i]``, 2 fixed. Modifies ``UV`` in place.
+    ``rho``. ``kind``: 0 free, 1 slides along ``dirs[i]``, 2 fixed. ``omega`` > 1 over-relaxes
+    (the first trial step is ``omega`` times the Gauss-Newton step; halved until the local energy
+    decreases, as for ``omega = 1``). Modifies ``UV`` in place.
 
     Returns the largest vertex move of the last sweep.
     """
@@ -717,7 +719,7 @@ def area_sweeps(UV, F, target, vf_ptr, vf_idx, kind, dirs, delta_rel, n_sweeps):
                 det = a11 * a22 - hxy * hxy
                 sx = -(a22 * gx - hxy * gy) / det
                 sy = -(-hxy * gx + a11 * gy) / det
-            t = 1.0
+            t = omega
             for _ in range(12):
                 E1 = 0.0
                 ok = True
