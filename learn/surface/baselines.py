@@ -26,12 +26,12 @@ from learn.metrics import binary_metrics
 from .dataset import SurfaceImageDataset
 from .train import ScheduleConfig, predict, train_model
 
-__all__ = ["pca_svm_predictions", "voxelize", "TinyCNN3D", "cnn3d_predictions", "slice_dataset", "results_table"]
+__all__ = ["TinyCNN3D", "cnn3d_predictions", "pca_svm_predictions", "results_table", "slice_dataset", "voxelize"]
 
 log = logging.getLogger(__name__)
 
 
-def pca_svm_predictions(X, labels, splits, *, n_components: float | int = 0.9, C: float = 1.0,
+def pca_svm_predictions(X, labels, splits, *, n_components: float = 0.9, C: float = 1.0,
                         subjects=None, seed: int = 0) -> pd.DataFrame:
     """PCA + linear SVM, cross-validated on the given splits.
 
@@ -143,7 +143,10 @@ def cnn3d_predictions(volumes, labels, splits, *, schedule: ScheduleConfig, widt
     for k, (tr, te) in enumerate(splits):
         mean = vol[tr].mean(axis=(0, 2, 3, 4), keepdims=True)[0]
         std = vol[tr].std(axis=(0, 2, 3, 4), keepdims=True)[0].clip(min=1e-6)
-        z = lambda idx: torch.from_numpy((vol[idx] - mean) / std)  # noqa: E731
+
+        def z(idx, mean=mean, std=std):
+            return torch.from_numpy((vol[idx] - mean) / std)
+
         torch.manual_seed(seed + k)
         model = TinyCNN3D(vol.shape[1], width, depth)
         train_ds = TensorDataset(z(tr), torch.from_numpy(y[tr].astype(np.float32)))

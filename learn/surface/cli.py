@@ -54,7 +54,7 @@ from learn import ConfigError, LearnError
 
 from .train import CVConfig, ModelConfig, ScheduleConfig
 
-__all__ = ["main", "RunConfig", "DataConfig", "SyntheticConfig", "run_experiment", "load_dataset"]
+__all__ = ["DataConfig", "RunConfig", "SyntheticConfig", "load_dataset", "main", "run_experiment"]
 
 log = logging.getLogger(__name__)
 

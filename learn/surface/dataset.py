@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 from learn import DataError
 from surfmap.exceptions import InputFileNotFoundError
 
-__all__ = ["Normalizer", "SurfaceImageDataset", "FoldDataset", "read_manifest", "load_images_npz"]
+__all__ = ["FoldDataset", "Normalizer", "SurfaceImageDataset", "load_images_npz", "read_manifest"]
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Normalizer:
         self.mode = mode
         self.eps = float(eps)
 
-    def fit(self, images, train_idx) -> "Normalizer":
+    def fit(self, images, train_idx) -> Normalizer:
         """Compute the statistics from ``images[train_idx]`` only (never pass test indices here).
 
         Parameters
@@ -125,8 +125,8 @@ class Normalizer:
         return {"mode": self.mode, "eps": self.eps, "mean": self.mean_, "std": self.std_, "n_fit": self.n_fit_}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> "Normalizer":
-        obj = cls(state["mode"], state["eps"])
+    def from_state_dict(cls, state: dict) -> Normalizer:
+        obj = cls(str(np.asarray(state["mode"])), float(np.asarray(state["eps"])))
         obj.mean_, obj.std_, obj.n_fit_ = np.asarray(state["mean"]), np.asarray(state["std"]), int(state["n_fit"])
         return obj
 
@@ -146,7 +146,7 @@ def read_manifest(path) -> pd.DataFrame:
         )
     try:
         df = pd.read_csv(path, sep="\t", dtype={"subject": str})
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+    except Exception as exc:
         raise DataError(f"manifest {str(path)!r} could not be read as TSV ({exc})") from exc
     missing = [c for c in ("subject", "hemi") if c not in df.columns]
     if missing:
@@ -272,7 +272,7 @@ class SurfaceImageDataset(Dataset):
     @classmethod
     def from_arrays(cls, images, table: pd.DataFrame, channels, *, label_column: str = "label",
                     subject_column: str = "subject", site_column: str = "site",
-                    group_column: str | None = None) -> "SurfaceImageDataset":
+                    group_column: str | None = None) -> SurfaceImageDataset:
         """Images in the row order of ``table`` (e.g. from ``SyntheticCohort.images``)."""
         table = _check_table(table, [label_column, subject_column], "table")
         if len(table) != len(images):
@@ -287,7 +287,7 @@ class SurfaceImageDataset(Dataset):
     def from_manifest(cls, manifest, table, *, metrics=None, hemis=("left", "right"),
                       label_column: str = "label", subject_column: str = "subject", site_column: str = "site",
                       group_column: str | None = None, subjects=None, on_missing: str = "error"
-                      ) -> "SurfaceImageDataset":
+                      ) -> SurfaceImageDataset:
         """Load the images of ``surfmap batch`` for the subjects of a cohort table.
 
         Parameters
@@ -382,7 +382,7 @@ class SurfaceImageDataset(Dataset):
     def __getitem__(self, i):
         return torch.from_numpy(self.images[i]), torch.tensor(float(self.labels[i]))
 
-    def select(self, channels) -> "SurfaceImageDataset":
+    def select(self, channels) -> SurfaceImageDataset:
         """A dataset with only the named channels (e.g. ``["left_thickness"]``), sharing no memory."""
         channels = [channels] if isinstance(channels, str) else list(channels)
         absent = [c for c in channels if c not in self.channels]
@@ -392,12 +392,12 @@ class SurfaceImageDataset(Dataset):
         return SurfaceImageDataset(self.images[:, idx].copy(), self.labels, self.subjects, channels,
                                    sites=self.sites, groups=self.groups, table=self.table)
 
-    def with_labels(self, labels) -> "SurfaceImageDataset":
+    def with_labels(self, labels) -> SurfaceImageDataset:
         """The same images with other labels (e.g. shuffled for a null run)."""
         return SurfaceImageDataset(self.images, labels, self.subjects, self.channels, sites=self.sites,
                                    groups=self.groups, table=self.table.assign(label=np.asarray(labels)))
 
-    def fold(self, indices, normalizer: Normalizer) -> "FoldDataset":
+    def fold(self, indices, normalizer: Normalizer) -> FoldDataset:
         """A view of ``indices`` normalised by ``normalizer`` (fitted on the training fold)."""
         return FoldDataset(self, indices, normalizer)
 

@@ -26,8 +26,16 @@ from torch import nn
 from learn import ConfigError
 from surfmap.exceptions import InputFileNotFoundError
 
-__all__ = ["build_model", "TinyCNN", "imagenet_weights_path", "WeightsNotFoundError", "MODEL_NAMES",
-           "load_state_dict_file", "first_conv", "classifier_head"]
+__all__ = [
+    "MODEL_NAMES",
+    "TinyCNN",
+    "WeightsNotFoundError",
+    "build_model",
+    "classifier_head",
+    "first_conv",
+    "imagenet_weights_path",
+    "load_state_dict_file",
+]
 
 log = logging.getLogger(__name__)
 

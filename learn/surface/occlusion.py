@@ -22,7 +22,7 @@ import torch
 
 from learn import ConfigError
 
-__all__ = ["scaled_patch", "occlusion_map", "occlusion_to_cortex", "plot_occlusion"]
+__all__ = ["occlusion_map", "occlusion_to_cortex", "plot_occlusion", "scaled_patch"]
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import pandas as pd
 from learn import DataError
 from learn.cv import check_disjoint
 
-__all__ = ["DEFAULT_GRID", "stack_predictions", "average_predictions", "feature_table"]
+__all__ = ["DEFAULT_GRID", "average_predictions", "feature_table", "stack_predictions"]
 
 log = logging.getLogger(__name__)
 

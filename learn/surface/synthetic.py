@@ -44,25 +44,25 @@ from scipy.sparse.csgraph import dijkstra
 from learn import ConfigError, DataError
 
 __all__ = [
-    "SurfaceTemplate",
-    "Effect",
-    "Site",
-    "CohortSpec",
-    "SyntheticCohort",
-    "laplacian_eigenmodes",
-    "geodesic_ball",
-    "grid_template",
-    "load_surface_template",
-    "choose_centers",
-    "make_cohort",
-    "hcp_like_cohort",
-    "abide_like_cohort",
-    "template_rasterizers",
-    "grid_rasterizer",
-    "grid_flatmap",
     "FS_METRIC_FILES",
     "HCP_METRIC_FILES",
     "SYNTHETIC_NOTE",
+    "CohortSpec",
+    "Effect",
+    "Site",
+    "SurfaceTemplate",
+    "SyntheticCohort",
+    "abide_like_cohort",
+    "choose_centers",
+    "geodesic_ball",
+    "grid_flatmap",
+    "grid_rasterizer",
+    "grid_template",
+    "hcp_like_cohort",
+    "laplacian_eigenmodes",
+    "load_surface_template",
+    "make_cohort",
+    "template_rasterizers",
 ]
 
 log = logging.getLogger(__name__)
@@ -645,7 +645,7 @@ class SyntheticCohort:
         rows = np.arange(self.n_subjects) if rows is None else np.atleast_1d(np.asarray(rows, dtype=np.int64))
         spec = self.spec
         t = self.templates[hemi]
-        evals, evecs = self._eigen(hemi)
+        _, evecs = self._eigen(hemi)
         mu, sigma = self._base(hemi, metric)
         hi, mi = _HEMIS.index(hemi), self.metrics.index(metric)
         sites = {s.name: s for s in spec.sites}
@@ -678,7 +678,7 @@ class SyntheticCohort:
         if self.spec.geometry_jitter_mm <= 0:
             return V
         r = self._row(subject)
-        evals, evecs = self._eigen(hemi)
+        _, evecs = self._eigen(hemi)
         rng = np.random.default_rng([self.spec.seed, r, _HEMIS.index(hemi), 99])
         d = evecs @ (rng.standard_normal(evecs.shape[1]) * self._site_weights(hemi, 30.0))
         N = _vertex_normals(V, t.mesh.faces)
@@ -883,7 +883,7 @@ def _templates_for(template: str, hemis, grid_size: int, seed: int) -> dict:
     return {h: load_surface_template(template, h) for h in hemis}
 
 
-def _region_effects(templates, column, metrics, n_regions, radius_mm, size, seed, sign_seed=None) -> tuple:
+def _region_effects(templates, column, metrics, n_regions, radius_mm, size, seed) -> tuple:
     """``n_regions`` regions per hemisphere; every metric gets an effect there (signs alternate by metric)."""
     effects = []
     for hi, (h, t) in enumerate(sorted(templates.items())):

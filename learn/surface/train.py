@@ -42,15 +42,15 @@ from .dataset import Normalizer, SurfaceImageDataset
 from .models import build_model
 
 __all__ = [
-    "ScheduleConfig",
-    "ModelConfig",
     "CVConfig",
+    "ModelConfig",
+    "ScheduleConfig",
     "SeedSchedule",
-    "train_model",
-    "predict",
     "cross_validate",
-    "summarize_predictions",
     "make_splits",
+    "predict",
+    "summarize_predictions",
+    "train_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ def _safe_metrics(y, s) -> dict:
     except MetricUndefinedError as exc:
         acc = float(np.mean((np.asarray(s) >= 0.5) == np.asarray(y))) if len(y) else float("nan")
         return {"accuracy": acc, "sensitivity": float("nan"), "specificity": float("nan"), "auc": float("nan"),
-                "n": int(len(y)), "note": str(exc)}
+                "n": len(y), "note": str(exc)}
 
 
 def summarize_predictions(pred: pd.DataFrame, *, bootstrap_rounds: int = 1000, seed: int = 0) -> dict:
@@ -289,7 +289,9 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
     dataset : SurfaceImageDataset
     model_cfg, schedule, cv : configs
     out_dir : path, optional
-        Writes ``predictions.csv``, ``results.json``, ``folds/<channel>/fold<k>/{last.pt, model.pt,
+        Writes ``predictions.csv`` (subject, site, label, fold, channel, score, role, inner_fold: ``role`` is
+        "test" for the outer test subjects and "inner" for the inner out-of-fold predictions of
+        ``cv.inner_splits``), ``results.json``, ``results.csv`` and ``folds/<channel>/fold<k>/{last.pt, model.pt,
         normalizer.npz, predictions.csv}``. A finished fold (its ``predictions.csv`` exists) is skipped when
         ``resume``; an interrupted one continues from its ``last.pt``.
     channels : sequence of str, optional
@@ -337,12 +339,14 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         if init_states is not None and state is None:
             raise ConfigError(f"'init_states' has no weights for channel {name!r}; it has {sorted(init_states)}")
 
-        def initial():
+        n_in = len(chans)
+
+        def initial(state=state, n_in=n_in, fold_seed=fold_seed):
             if state is None:
                 return None
             from .transfer import model_from_state
 
-            return model_from_state(state, model_cfg, len(chans), reset_head=reset_head, seed=fold_seed)
+            return model_from_state(state, model_cfg, n_in, reset_head=reset_head, seed=fold_seed)
 
         model, _ = train_model(
             ds.fold(train_idx, norm), model_cfg=model_cfg, schedule=schedule, in_channels=len(chans),

@@ -4,14 +4,13 @@ Torch runs on one thread here: the tiny models gain nothing from a second one an
 2-core machine, two threads per process slow them down several times.
 """
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from learn.surface import synthetic as S  # noqa: E402
-from learn.surface.dataset import SurfaceImageDataset  # noqa: E402
+from learn.surface import synthetic as S
+from learn.surface.dataset import SurfaceImageDataset
 
 
 def grid_dataset(n_subjects=80, effect_size=2.5, seed=0, grid_size=24):

@@ -179,9 +179,8 @@ def test_write_hcp_read_back(tmp_path):
 
 
 def test_freesurfer_layout_through_surfmap_batch_equals_template_mode(tmp_path):
-    from surfmap.batch import freesurfer_jobs, run_batch
-
     from learn.surface.dataset import SurfaceImageDataset
+    from surfmap.batch import freesurfer_jobs, run_batch
 
     c = S.hcp_like_cohort(3, template="fsaverage5", hemis=("left",), metrics=("thickness", "sulc"), n_modes=12)
     root = c.write_freesurfer(tmp_path / "synthetic_subjects")

@@ -1,6 +1,5 @@
 """Two-stage transfer, leakage-free XGBoost stacking (SYNTHETIC cohorts)."""
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
