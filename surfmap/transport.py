@@ -215,9 +215,11 @@ class _NewtonSolver:
         self.factorizations = 0
         self.cg_iterations = 0
 
-    def solve(self, H, A, sites, rhs, scale=None):
-        """``d`` with ``|H d - rhs|_i <= scale_i`` (``scale=None``: exact). Returns ``(d, exact)``."""
-        if scale is not None and not self.stale:
+    def solve(self, H, A, sites, rhs, scale=None, last=False):
+        """``d`` with ``|H d - rhs|_i <= scale_i`` (``scale=None``: exact). ``last``: probably the
+        last Newton step, so CG is tried even with a stale preconditioner (no later step would
+        reuse a new factorisation). Returns ``(d, exact)``."""
+        if scale is not None and (last or not self.stale):
             d, its, ok = _pcg(H, rhs, self.lu.solve, scale, self.max_cg)
             self.cg_iterations += its
             log.debug("cg: %d iterations%s", its, "" if ok else ", not converged")
@@ -302,10 +304,11 @@ def solve_transport(
                 break
             # inexact Newton: every cell's residual within eta of its own area error (so that no
             # cell close to the KMT bound is pushed below it) plus eta * err of its target mass
-            # (so that the max relative error contracts); eta falls with err (superlinear)
-            eta = min(0.1, 0.1 * err)
+            # (so that the max relative error contracts); eta falls with err (superlinear), but
+            # no lower than needed to land 10x below tol (the last step needs no exact solve)
+            eta = min(0.1, max(0.1 * err, 0.1 * tol / err))
             H, A = D._newton_matrices(pin)
-            d, exact = solver.solve(H, A, P, -g, eta * (np.abs(g) + eta * err * nu))
+            d, exact = solver.solve(H, A, P, -g, eta * (np.abs(g) + eta * err * nu), last=err * err < tol)
             gnorm = np.sqrt(_k.dot(g, g))
             t = 1.0
             while True:
