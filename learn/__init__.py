@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from surfmap.exceptions import SurfmapError
 
-__all__ = ["LearnError", "ConfigError", "DataError", "SplitError", "MetricUndefinedError"]
+__all__ = ["ConfigError", "DataError", "LearnError", "MetricUndefinedError", "SplitError"]
 
 
 class LearnError(SurfmapError):

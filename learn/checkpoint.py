@@ -20,7 +20,7 @@ import torch
 
 from surfmap.exceptions import FormatError, InputFileNotFoundError
 
-__all__ = ["save_checkpoint", "load_checkpoint", "unwrap_model", "to_jsonable"]
+__all__ = ["load_checkpoint", "save_checkpoint", "to_jsonable", "unwrap_model"]
 
 
 def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -129,7 +129,7 @@ def load_checkpoint(path, model: torch.nn.Module | None = None, optimizer=None, 
         raise InputFileNotFoundError(f"checkpoint {str(path)!r} does not exist; check the path or the run folder")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+    except Exception as exc:
         raise FormatError(f"checkpoint {str(path)!r} could not be read ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise FormatError(

@@ -26,7 +26,7 @@ from learn import ConfigError
 from learn.checkpoint import _atomic_write, to_jsonable
 from surfmap.exceptions import InputFileNotFoundError
 
-__all__ = ["load_config", "config_from_dict", "save_resolved", "apply_overrides", "read_config_file"]
+__all__ = ["apply_overrides", "config_from_dict", "load_config", "read_config_file", "save_resolved"]
 
 
 def read_config_file(path) -> dict:

@@ -15,11 +15,11 @@ import numpy as np
 from learn import SplitError
 
 __all__ = [
-    "leave_groups_out",
-    "stratified_group_kfold",
-    "leave_one_group_out",
-    "validation_split",
     "check_disjoint",
+    "leave_groups_out",
+    "leave_one_group_out",
+    "stratified_group_kfold",
+    "validation_split",
 ]
 
 
@@ -141,7 +141,7 @@ def leave_one_group_out(groups) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield train.astype(np.int64), test.astype(np.int64)
 
 
-def validation_split(train_idx, size: int | float | None = None, seed: int = 0, groups=None, *,
+def validation_split(train_idx, size: float | None = None, seed: int = 0, groups=None, *,
                      n_val: int | None = None, fraction: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Split a training set into (fit, validation) at random, as seed 000 does (600 sex / 120 AD scans).
 

@@ -15,7 +15,7 @@ from scipy.stats import rankdata
 
 from learn import MetricUndefinedError
 
-__all__ = ["roc_auc", "binary_metrics", "subsample_ci", "bootstrap_ci", "regression_metrics", "METRIC_NAMES"]
+__all__ = ["METRIC_NAMES", "binary_metrics", "bootstrap_ci", "regression_metrics", "roc_auc", "subsample_ci"]
 
 METRIC_NAMES = ("accuracy", "sensitivity", "specificity", "auc")
 

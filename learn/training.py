@@ -37,12 +37,12 @@ from learn.utils import (
 
 __all__ = [
     "KerasDecay",
-    "keras_decay_scheduler",
-    "train_one_epoch",
+    "ensemble_scores",
     "evaluate",
     "fit",
+    "keras_decay_scheduler",
     "mixup_batch",
-    "ensemble_scores",
+    "train_one_epoch",
 ]
 
 log = logging.getLogger(__name__)

@@ -11,18 +11,18 @@ import numpy as np
 import torch
 
 __all__ = [
-    "set_seed",
+    "all_gather_numpy",
+    "barrier",
     "get_device",
+    "get_rank",
+    "get_world_size",
     "init_distributed",
     "is_distributed",
     "is_main_process",
-    "get_rank",
-    "get_world_size",
-    "barrier",
-    "all_gather_numpy",
+    "progress_enabled",
     "rng_state",
     "set_rng_state",
-    "progress_enabled",
+    "set_seed",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def get_device(pref: str | torch.device = "auto") -> torch.device:
         raise ValueError(f"'pref' should be a device name such as 'auto', 'cpu' or 'cuda'; {pref!r} was provided")
     if pref == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         return torch.device("cpu")
     if pref.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {pref!r} was requested but CUDA is not available here; use 'cpu' or 'auto'")
@@ -96,7 +96,7 @@ def init_distributed(backend: str | None = None) -> bool:
     if backend is None:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
     if torch.cuda.is_available():
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
     log.info("torch.distributed: rank %d of %d (%s)", dist.get_rank(), dist.get_world_size(), backend)
     return True

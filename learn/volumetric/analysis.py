@@ -14,7 +14,7 @@ from scipy import stats
 from learn import MetricUndefinedError
 from learn.metrics import roc_auc
 
-__all__ = ["mmse_spearman", "mci_conversion", "glm_group_effect", "summary_table"]
+__all__ = ["glm_group_effect", "mci_conversion", "mmse_spearman", "summary_table"]
 
 
 def _finite_pairs(a, b, what: str):

@@ -122,7 +122,6 @@ def _analysis(args) -> None:
         print(f"QC: {int(report.qc_excluded.sum())} of {len(report)} scans excluded; report: {out / 'qc_report.csv'}")
         return
     if args.cmd in ("occlusion", "gradcam"):
-        import torch
 
         from learn.utils import get_device
         from learn.volumetric.occlusion import occlusion_map, to_input_space

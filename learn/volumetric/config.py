@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from learn import ConfigError
 
-__all__ = ["DataConfig", "ModelConfig", "TrainConfig", "CVConfig", "VolumetricConfig", "resolve", "PAPER_DEFAULTS"]
+__all__ = ["PAPER_DEFAULTS", "CVConfig", "DataConfig", "ModelConfig", "TrainConfig", "VolumetricConfig", "resolve"]
 
 PAPER_DEFAULTS = {
     # kind: lr, decay (Keras, per batch), validation size, label column

@@ -27,12 +27,12 @@ from surfmap.exceptions import FormatError, InputFileNotFoundError
 __all__ = [
     "DARTEL_SHAPE",
     "DEFAULT_CROP",
-    "read_cohort",
+    "VolumeDataset",
     "check_grid",
     "load_mask",
-    "resolve_crop",
+    "read_cohort",
     "read_volume_pair",
-    "VolumeDataset",
+    "resolve_crop",
     "validate_split",
 ]
 
@@ -118,7 +118,7 @@ def _grid_of(path) -> tuple[tuple[int, ...], np.ndarray]:
         img = nib.load(str(path))
     except FileNotFoundError:
         raise InputFileNotFoundError(f"image {str(path)!r} does not exist") from None
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise FormatError(f"image {str(path)!r} could not be read as NIfTI ({exc})") from exc
     return tuple(int(s) for s in img.shape), np.asarray(img.affine, dtype=np.float64)
 

@@ -33,17 +33,17 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "ConvBN",
-    "InceptionStem",
-    "InceptionResNetV2",
-    "ADClassifier",
-    "build_sex_model",
-    "build_age_model",
-    "build_ad_model",
-    "count_parameters",
-    "tf_same_pads",
-    "set_bn_momentum",
     "FULL_INPUT_SHAPE",
+    "ADClassifier",
+    "ConvBN",
+    "InceptionResNetV2",
+    "InceptionStem",
+    "build_ad_model",
+    "build_age_model",
+    "build_sex_model",
+    "count_parameters",
+    "set_bn_momentum",
+    "tf_same_pads",
 ]
 
 FULL_INPUT_SHAPE = (2, 96, 120, 86)

@@ -20,7 +20,7 @@ from torch import nn
 
 from learn import DataError
 
-__all__ = ["cube_starts", "occlusion_map", "OracleAD", "to_input_space"]
+__all__ = ["OracleAD", "cube_starts", "occlusion_map", "to_input_space"]
 
 
 def cube_starts(dim: int, cube: int, step: int) -> list[int]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_orthogonal", "plot_scores_vs_mmse", "plot_qc"]
+__all__ = ["plot_orthogonal", "plot_qc", "plot_scores_vs_mmse"]
 
 
 def _fig():

@@ -14,7 +14,7 @@ import numpy as np
 from learn import DataError
 from learn.volumetric.data import read_volume_pair
 
-__all__ = ["grand_mean_template", "template_correlations", "qc_exclusions", "run_qc"]
+__all__ = ["grand_mean_template", "qc_exclusions", "run_qc", "template_correlations"]
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,6 @@ def qc_exclusions(cohort, r, *, group: str = "dataset", n_sd: float = 2.0, min_g
     DataError
         A group with fewer than ``min_group_size`` scans (its SD is meaningless), or a length mismatch.
     """
-    import pandas as pd
 
     r = np.asarray(r, dtype=np.float64)
     if r.shape != (len(cohort),):

@@ -34,14 +34,14 @@ from nibabel.affines import apply_affine
 from scipy.ndimage import gaussian_filter
 
 __all__ = [
-    "synthetic_grid",
-    "load_gm_template",
-    "hippocampus_map",
-    "SyntheticSubject",
-    "make_subject",
-    "make_synthetic_cohort",
     "HIPPOCAMPUS_MNI",
     "SEX_BLOB_MNI",
+    "SyntheticSubject",
+    "hippocampus_map",
+    "load_gm_template",
+    "make_subject",
+    "make_synthetic_cohort",
+    "synthetic_grid",
 ]
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from learn import ConfigError, DataError
-from learn.checkpoint import load_checkpoint, unwrap_model
+from learn.checkpoint import load_checkpoint
 from learn.config import config_from_dict, load_config, save_resolved
 from learn.cv import leave_groups_out, leave_one_group_out, stratified_group_kfold, validation_split
 from learn.metrics import binary_metrics, regression_metrics, subsample_ci
@@ -53,13 +53,13 @@ from learn.volumetric.model import (
 )
 
 __all__ = [
-    "load_volumetric_config",
     "build_model",
-    "make_splits",
-    "run_experiment",
     "load_fold_models",
     "load_inputs",
+    "load_volumetric_config",
+    "make_splits",
     "predict_cohort",
+    "run_experiment",
 ]
 
 log = logging.getLogger(__name__)

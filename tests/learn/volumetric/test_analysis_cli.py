@@ -38,7 +38,7 @@ def test_cli_predict_and_clinical(fake_run, synthetic_cohort, tmp_path, capsys):
     assert vol_main(["predict", "--run", str(fake_run), "--cohort", str(synthetic_cohort), "--out", str(pred),
                      "--device", "cpu"]) == 0
     df = pd.read_csv(pred)
-    assert len(df) == 80 and df["score"].between(0, 1).all() and "score_fold0" in df
+    assert len(df) == 84 and df["score"].between(0, 1).all() and "score_fold0" in df
     # clinical analyses on planted scores (the untrained model's scores are not informative)
     df["score"] = 1 / (1 + np.exp(-(df["severity"] - 0.4) * 8))
     df.to_csv(pred, index=False)
@@ -77,7 +77,7 @@ def test_cli_qc_report(synthetic_cohort, tmp_path):
                      str(synthetic_cohort.parent / "SYNTHETIC_mask.nii.gz"), "--out", str(tmp_path / "qc"),
                      "--n-per-group", "4"]) == 0
     rep = pd.read_csv(tmp_path / "qc" / "qc_report.csv")
-    assert len(rep) == 80 and {"qc_corr", "qc_threshold", "qc_excluded", "qc_reason"} <= set(rep.columns)
+    assert len(rep) == 84 and {"qc_corr", "qc_threshold", "qc_excluded", "qc_reason"} <= set(rep.columns)
     assert rep["qc_corr"].min() > 0.5  # no planted outlier in this cohort
 
 

@@ -7,13 +7,18 @@ from nibabel.affines import apply_affine
 from learn.cv import check_disjoint
 from learn.volumetric.config import CVConfig, DataConfig, TrainConfig, VolumetricConfig, resolve
 from learn.volumetric.data import check_grid, read_cohort
-from learn.volumetric.synthetic import hippocampus_map, load_gm_template, make_synthetic_cohort, synthetic_grid
+from learn.volumetric.synthetic import (
+    hippocampus_map,
+    load_gm_template,
+    make_synthetic_cohort,
+    synthetic_grid,
+)
 from learn.volumetric.train import make_splits
 
 
 @pytest.fixture(scope="module")
 def cohort_csv(synthetic_cohort):
-    return synthetic_cohort  # conftest: 4 sites x (16 AD/NC + 4 MCI), seed 0, effect 3
+    return synthetic_cohort  # conftest: 6 sites x (12 AD/NC + 2 MCI), seed 0, effect 3
 
 
 def test_synthetic_grid_shapes():
@@ -55,7 +60,7 @@ def test_synthetic_cohort_is_labelled_and_planted(cohort_csv):
     # MMSE tracks severity
     assert np.corrcoef(co["mmse"], co["severity"])[0, 1] < -0.8
     # deterministic: the same call writes the same volumes
-    again = make_synthetic_cohort(cohort_csv.parent / "again", n_sites=1, n_per_site=16, n_mci_per_site=4,
+    again = make_synthetic_cohort(cohort_csv.parent / "again", n_sites=1, n_per_site=12, n_mci_per_site=2,
                                   seed=0, qc_fraction=0.0, effect=3.0, cache_dir=cohort_csv.parent)
     a = nib.load(read_cohort(again)["gmd_path"][0]).get_fdata()
     np.testing.assert_array_equal(a, nib.load(co["gmd_path"][0]).get_fdata())
