@@ -282,6 +282,11 @@ def solve_transport(
     if triangulation is not None:
         T = np.ascontiguousarray(triangulation, dtype=np.int64)
         start = (T, _k.triangle_adjacency(T))
+    return _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats)
+
+
+def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
+    """:func:`solve_transport` after validation; ``start``: ``(T, N)`` or None."""
     D = PowerDiagram(P, w, start)
     if eps0 is None:
         eps0 = 0.5 * min(float(nu.min()), float(D.areas.min()))
@@ -639,7 +644,10 @@ def area_preserving_map(
         raise ParameterError(f"max_sweeps: expected a non-negative integer; found {max_sweeps!r}")
     F = mesh.faces
     n = mesh.n_vertices
-    loop = boundary_loop(F)  # MeshError unless a disk
+    adjacency = _k.triangle_adjacency(F)
+    loop = _k.single_boundary_loop(F, adjacency, n)  # fast path: the mesh is plainly a disk
+    if len(loop) == 0:
+        loop = boundary_loop(F)  # the loop of a less plain disk, or MeshError unless a disk
     timings = {}
     t0 = time.perf_counter()
     if init is None:
@@ -669,8 +677,10 @@ def area_preserving_map(
     stats = {}
     # the input faces triangulate the square when the start map has no fold: flip them to the
     # Delaunay triangulation of the sites (cheaper than a convex hull); otherwise a convex hull
-    start = F if (_k.signed_areas(P, F) > 0).all() else None
-    _w, D = solve_transport(P, nu, tol=tol, max_iter=max_iter, stats=stats, triangulation=start)
+    start = (F, adjacency) if (_k.signed_areas(P, F) > 0).all() else None
+    for key in ("newton_iterations", "halvings", "factorizations", "cg_iterations"):
+        stats[key] = 0
+    _w, D = _damped_newton(P, nu, np.zeros(n), start, tol, max_iter, None, stats)
     timings["transport"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

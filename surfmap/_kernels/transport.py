@@ -503,6 +503,53 @@ def triangle_adjacency(T):
 
 
 @njit(**_FLAGS)
+def single_boundary_loop(T, N, n):
+    """The boundary loop of the oriented triangle mesh ``T`` (t, 3) with adjacency ``N`` (from
+    :func:`triangle_adjacency`), when the mesh is simply a disk: every paired edge runs opposite
+    ways in its two faces, and the unpaired half-edges form one simple cycle. The loop follows the
+    half-edges from the smallest boundary vertex (as ``surfmap.mesh.boundary_loops`` orders it).
+
+    Returns the loop (b,) int64, or an empty array when the mesh is not that simple (the caller
+    then falls back to ``surfmap.mesh.boundary_loop`` for the answer or the error).
+    """
+    t = T.shape[0]
+    nxt = np.full(n, -1, dtype=np.int64)
+    count = 0
+    first = n
+    empty = np.empty(0, dtype=np.int64)
+    for f in range(t):
+        for k in range(3):
+            a = T[f, (k + 1) % 3]
+            b = T[f, (k + 2) % 3]
+            g = N[f, k]
+            if g < 0:
+                if nxt[a] >= 0:
+                    return empty  # two boundary half-edges leave a
+                nxt[a] = b
+                count += 1
+                first = min(first, a)
+            else:
+                twin = False
+                for l in range(3):
+                    if T[g, (l + 1) % 3] == b and T[g, (l + 2) % 3] == a:
+                        twin = True
+                if not twin:
+                    return empty  # inconsistent orientation
+    if count < 3:
+        return empty
+    loop = np.empty(count, dtype=np.int64)
+    v = first
+    for h in range(count):
+        if v < 0 or (h > 0 and v == first):
+            return empty  # an open chain, or more than one loop
+        loop[h] = v
+        v = nxt[v]
+    if v != first:
+        return empty
+    return loop
+
+
+@njit(**_FLAGS)
 def _orient(P, a, b, c):
     return (P[b, 0] - P[a, 0]) * (P[c, 1] - P[a, 1]) - (P[b, 1] - P[a, 1]) * (P[c, 0] - P[a, 0])
 
