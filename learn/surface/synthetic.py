@@ -735,6 +735,9 @@ class SyntheticCohort:
         import nibabel as nib
 
         root = Path(root)
+        if "synthetic" not in str(root).lower():
+            log.warning("writing a SYNTHETIC cohort to %s: put 'synthetic' in the folder name so nobody mistakes "
+                        "it for real data", root)
         root.mkdir(parents=True, exist_ok=True)
         self.table.to_csv(root / "cohort.csv", index=False)
         meta = {
