@@ -55,3 +55,8 @@ def __getattr__(name):
 
 def __dir__():
     return __all__
+
+
+# ``surfmap.distortion`` is both a module and the public function of that module. Bind the function
+# now, so that importing the submodule later (which sets the package attribute once) cannot shadow it.
+from .distortion import Distortion, distortion  # noqa: E402
