@@ -15,23 +15,6 @@ Modules (import them directly; ``import learn.surface`` itself does not import t
 - :mod:`learn.surface.cli`: ``surfmap-learn surface run --config FILE`` and ``synth``.
 """
 
-import os as _os
-
-
-def _numba_workqueue() -> None:
-    """Numba's OpenMP thread pool keeps its idle threads busy-waiting; in a process that flattens (surfmap's Numba
-    kernels) and then trains with torch, they starve torch (measured on 2 cores: tiny-CNN steps 30x slower, for
-    the rest of the process). The ``workqueue`` layer has no such threads. Applied only when the user chose no
-    layer (``NUMBA_THREADING_LAYER``) and no parallel Numba code has run yet in this process."""
-    if _os.environ.get("NUMBA_THREADING_LAYER"):
-        return
-    import numba
-
-    if numba.config.THREADING_LAYER == "default":
-        try:
-            numba.threading_layer()  # raises while no layer is initialised
-        except ValueError:
-            numba.config.THREADING_LAYER = "workqueue"
-
-
-_numba_workqueue()
+# surfmap's kernels choose Numba's workqueue threading layer on import (see surfmap._kernels), so that
+# flattening and torch training can share one process.
+import surfmap._kernels  # noqa: E402,F401
