@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
 from functools import cached_property
 
 import numpy as np
@@ -235,7 +236,7 @@ class Rasterizer:
 
     def _values(self, values):
         """-> (X (S, n, C), indexed by flat vertex?, channels or None, output ndim)."""
-        if isinstance(values, dict):
+        if isinstance(values, Mapping):
             if not values:
                 raise MetricError("values: the dict of metrics is empty; give at least one name -> array")
             cols = []
