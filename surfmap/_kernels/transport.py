@@ -205,51 +205,6 @@ def power_cells(P, w, ptr, idx, hidden):
 
 
 @njit(**_FLAGS)
-def hessian_triplets(P, ptr, idx, dual):
-    """Off-diagonal Hessian entries ``-|e_ij| / (2|p_i - p_j|)`` (symmetrised) for i < j.
-
-    Returns rows, cols, vals of the strict upper triangle; the caller mirrors them and adds the
-    diagonal (minus the row sums).
-    """
-    n = P.shape[0]
-    m = 0
-    for i in range(n):
-        for k in range(ptr[i], ptr[i + 1]):
-            if idx[k] > i:
-                m += 1
-    rows = np.empty(m, dtype=np.int64)
-    cols = np.empty(m, dtype=np.int64)
-    vals = np.empty(m)
-    m = 0
-    for i in range(n):
-        for k in range(ptr[i], ptr[i + 1]):
-            j = idx[k]
-            if j <= i:
-                continue
-            # the same edge seen from j
-            lj = 0.0
-            lo = ptr[j]
-            hi = ptr[j + 1]
-            while lo < hi:
-                mid = (lo + hi) // 2
-                if idx[mid] < i:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            if lo < ptr[j + 1] and idx[lo] == i:
-                lj = dual[lo]
-            ell = 0.5 * (dual[k] + lj)
-            dx = P[j, 0] - P[i, 0]
-            dy = P[j, 1] - P[i, 1]
-            d = np.sqrt(dx * dx + dy * dy)
-            rows[m] = i
-            cols[m] = j
-            vals[m] = -ell / (2.0 * d) if d > 0.0 else 0.0
-            m += 1
-    return rows, cols, vals
-
-
-@njit(**_FLAGS)
 def hessian_csr(P, ptr, idx, dual, pin):
     """The Hessian ``d areas / d weights`` as CSR arrays ``(indptr, indices, data)`` (n, n).
 

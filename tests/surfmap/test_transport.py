@@ -241,3 +241,98 @@ def test_area_preserving_map_fsaverage5_acceptance():
     A = face_areas(disk.vertices, disk.faces)
     d = np.log(fm.signed_areas() / (A / A.sum()))
     assert np.percentile(np.abs(d), 95) <= 0.10
+
+
+def delaunay_graph(P):
+    """CSR adjacency (ptr, idx) of the Delaunay triangulation of P, rows sorted."""
+    from scipy.spatial import Delaunay
+
+    from surfmap._kernels.transport import neighbour_lists
+
+    return neighbour_lists(np.ascontiguousarray(Delaunay(P).simplices, dtype=np.int64), len(P))
+
+
+def test_nested_dissection_order_and_factor():
+    import scipy.sparse as sp
+
+    from surfmap._kernels.transport import nested_dissection, permute_symmetric
+    from surfmap.transport import _Factor
+
+    P = random_sites(500, 13)
+    ptr, idx = delaunay_graph(P)
+    order = nested_dissection(P, ptr, idx, 16)
+    np.testing.assert_array_equal(np.sort(order), np.arange(len(P)))
+    # a symmetric positive definite matrix on the graph: Laplacian + identity
+    L = sp.csr_matrix((-np.ones(len(idx)), idx, ptr), shape=(len(P), len(P)))
+    A = (L - sp.diags(np.asarray(L.sum(axis=1)).ravel()) + sp.identity(len(P))).tocsr()
+    A.sort_indices()
+    ip, ii, dd = permute_symmetric(A.indptr.astype(np.int64), A.indices.astype(np.int64), A.data, order)
+    np.testing.assert_array_equal(sp.csr_matrix((dd, ii, ip), shape=A.shape).toarray(), A[order][:, order].toarray())
+    b = np.random.default_rng(14).normal(size=len(P))
+    x = _Factor(A.tocsc(), P).solve(b)
+    np.testing.assert_allclose(A @ x, b, atol=1e-12)
+
+
+def test_single_boundary_loop_matches_mesh():
+    from surfmap._kernels.transport import single_boundary_loop, triangle_adjacency
+    from surfmap.mesh import boundary_loop, boundary_loops
+
+    mesh = grid_mesh(6)
+    F = mesh.faces
+    loop = single_boundary_loop(F, triangle_adjacency(F), mesh.n_vertices)
+    np.testing.assert_array_equal(loop, boundary_loop(F))
+    # not a plain disk: an annulus, a face turned over
+    centre = mesh.vertices[F].mean(axis=1)[:, :2]
+    ring = F[np.abs(centre - 0.5).max(axis=1) > 0.2]
+    assert len(boundary_loops(ring)) == 2
+    assert len(single_boundary_loop(ring, triangle_adjacency(ring), mesh.n_vertices)) == 0
+    turned = F.copy()
+    turned[10] = turned[10, ::-1]
+    assert len(single_boundary_loop(turned, triangle_adjacency(turned), mesh.n_vertices)) == 0
+
+
+def test_newton_solver_inexact_residual_within_scale():
+    from surfmap.transport import _NewtonSolver
+
+    k = 16  # jittered grid: no two sites close, so small weights hide none
+    t = (np.arange(k) + 0.5) / k
+    P = np.column_stack([np.repeat(t, k), np.tile(t, k)])
+    P += np.random.default_rng(15).uniform(-0.2 / k, 0.2 / k, size=P.shape)
+    D0 = power_diagram(P)
+    w = np.random.default_rng(16).normal(scale=2e-4, size=len(P))
+    D1 = power_diagram(P, w)
+    assert D1.areas.min() > 0
+    rhs = np.random.default_rng(17).normal(size=len(P))
+    rhs -= rhs.mean()
+    solver = _NewtonSolver(max_cg=50, refactor_after=50)
+    H0, A0 = D0._newton_matrices(7)
+    d, exact = solver.solve(H0, A0, P, rhs, np.full(len(P), 1e-3))
+    assert exact and solver.factorizations == 1  # nothing to precondition with yet
+    np.testing.assert_allclose(H0 @ d, rhs, atol=1e-10)
+    # a later Hessian: CG preconditioned by the first factorisation, residual within scale
+    H1, A1 = D1._newton_matrices(7)
+    scale = 1e-6 * (np.abs(rhs) + 1e-3)
+    d, exact = solver.solve(H1, A1, P, rhs, scale)
+    assert not exact and solver.factorizations == 1 and solver.cg_iterations > 1
+    assert (np.abs(H1 @ d - rhs) <= scale).all()
+    # CG out of iterations: factorised again and solved exactly
+    solver.max_cg = 1
+    d, exact = solver.solve(H1, A1, P, rhs, scale * 1e-6)
+    assert exact and solver.factorizations == 2
+    np.testing.assert_allclose(H1 @ d, rhs, atol=1e-10)
+
+
+def test_solve_transport_start_triangulation_matches_convex_hull():
+    mesh = grid_mesh(12, xmap=lambda x: x**1.3)
+    rng = np.random.default_rng(18)
+    P = mesh.vertices[:, :2].copy()
+    inner = (P > 0).all(axis=1) & (P < 1).all(axis=1)
+    P[inner] += rng.uniform(-0.01, 0.01, size=(inner.sum(), 2))
+    nu = rng.uniform(1, 2, size=len(P))
+    nu /= nu.sum()
+    s1, s2 = {}, {}
+    _w1, D1 = solve_transport(P, nu, tol=1e-10, stats=s1)
+    _w2, D2 = solve_transport(P, nu, tol=1e-10, stats=s2, triangulation=mesh.faces)
+    assert max(s1["cell_area_error"], s2["cell_area_error"]) < 1e-10
+    np.testing.assert_allclose(D2.areas, D1.areas, rtol=1e-9)
+    np.testing.assert_allclose(D2.centroids, D1.centroids, atol=1e-9)
