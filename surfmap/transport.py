@@ -19,7 +19,7 @@ from scipy.spatial import ConvexHull, QhullError
 from ._kernels import transport as _k
 from .exceptions import ConvergenceError, MeshError, ParameterError
 from .flatmap import FlatMap
-from .mesh import Mesh, boundary_loop, cotangent_laplacian, face_areas, vertex_areas
+from .mesh import Mesh, boundary_loop, cotangent_laplacian, face_areas
 
 __all__ = ["PowerDiagram", "area_preserving_map", "power_diagram", "solve_transport"]
 
@@ -666,7 +666,9 @@ def area_preserving_map(
         raise MeshError(f"init: {int((~np.isfinite(init.uv)).any(axis=1).sum())} vertices have NaN or infinite uv")
 
     t0 = time.perf_counter()
-    nu = vertex_areas(mesh.vertices, F)
+    target = face_areas(mesh.vertices, F)
+    target = target / target.sum()
+    nu = np.bincount(F.ravel(), weights=np.repeat(target / 3.0, 3), minlength=n)  # = vertex_areas
     nu = nu / nu.sum()
     if nu.min() <= 0:
         raise MeshError(f"mesh: {int((nu <= 0).sum())} vertices have zero area; remove unreferenced vertices")
@@ -688,8 +690,6 @@ def area_preserving_map(
     boundary_fixes = _place_boundary(uv, D, sides, nu)
     timings["placement"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    target = face_areas(mesh.vertices, F)
-    target = target / target.sum()
     refine = _refine(uv, F, target, sides, area_tol=area_tol, max_sweeps=max_sweeps)
     timings["refinement"] = time.perf_counter() - t0
     info = {
