@@ -21,6 +21,7 @@ _API = {
     "ConvergenceError": "exceptions",
     "InputFileNotFoundError": "exceptions",
     "ParameterError": "exceptions",
+    "BatchError": "exceptions",
     "Mesh": "mesh",
     "CutMesh": "mesh",
     "cut": "mesh",

@@ -42,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .exceptions import InputFileNotFoundError, SurfmapError
+from .exceptions import BatchError, InputFileNotFoundError, MeshError, SurfmapError
 
 __all__ = [
+    "BatchError",  # re-exported from surfmap.exceptions
     "BatchResult",
     "Job",
     "detect_layout",
@@ -69,10 +70,6 @@ _HCP_STEMS = {"myelin": ("MyelinMap_BC", "MyelinMap"), "MyelinMap": ("MyelinMap"
 MANIFEST_COLUMNS = ("subject", "hemi", "status", "images", "flatmap", "distortion", "channels",
                     "n_vertices", "method", "size", "seconds", "message")
 FAILURE_COLUMNS = ("subject", "hemi", "error", "message")
-
-
-class BatchError(SurfmapError, ValueError):
-    """A cohort source that cannot be listed (no subjects, unknown layout, bad table)."""
 
 
 @dataclass(frozen=True)
@@ -575,8 +572,9 @@ def _process(job: Job, out: Path) -> dict:
 
             tpl = load_template(job.mask_template, job.hemi)
             if tpl.n_vertices != n:
-                raise SurfmapError(f"{job.surface}: expected {tpl.n_vertices} vertices (the {job.mask_template} "
-                                   f"mesh, whose cortex mask is used); found {n}")
+                raise MeshError(f"{job.surface}: expected {tpl.n_vertices} vertices (the {job.mask_template} "
+                                f"mesh, whose cortex mask is used); found {n}. Use the subject's "
+                                f"{job.mask_template} surface, or list it in a table with a 'mask' column")
             keep = tpl.cortex
         else:
             keep = np.ones(n, dtype=bool)

@@ -17,6 +17,7 @@ __all__ = [
     "ConvergenceError",
     "InputFileNotFoundError",
     "ParameterError",
+    "BatchError",
 ]
 
 
@@ -50,6 +51,10 @@ class TemplateError(SurfmapError, ValueError):
 
 class ParameterError(SurfmapError, ValueError):
     """An argument (a tolerance, an option name, a size) is out of its allowed range."""
+
+
+class BatchError(SurfmapError, ValueError):
+    """A cohort source that cannot be listed (no subjects, unknown layout, bad table)."""
 
 
 class ConvergenceError(SurfmapError, RuntimeError):
