@@ -7,107 +7,25 @@ the real ``surfmap.flatten`` takes milliseconds.
 
 from __future__ import annotations
 
-import csv
 import json
-from pathlib import Path
+import re
 
 import nibabel as nib
 import numpy as np
 import pytest
-from nibabel import cifti2
 
-from surfmap import batch, flatten
-from surfmap.exceptions import InputFileNotFoundError
+import surfmap
+from surfmap import batch
+from surfmap.exceptions import BatchError, InputFileNotFoundError, MeshError, SurfmapError
 from surfmap.flatmap import FlatMap
 from surfmap.raster import Rasterizer
-
-ICO = 2  # 162 vertices
-
-
-# ---------------------------------------------------------------------------------------------
-# tiny cohorts written with nibabel
-
-
-def sphere(meshes, seed=0):
-    m = meshes.icosphere(ICO)
-    rng = np.random.default_rng(seed)
-    V = m.vertices * (1.0 + 0.02 * rng.standard_normal((len(m.vertices), 1)))
-    return V * 50.0, m.faces
-
-
-def cortex_of(V):
-    return V[:, 2] < 0.6 * np.abs(V[:, 2]).max()  # a cap at the top is the "medial wall"
-
-
-def write_label(path, idx, V):
-    lines = ["#!ascii label  , from subject  vox2ras=TkReg", str(len(idx))]
-    lines += [f"{i} {V[i, 0]:.3f} {V[i, 1]:.3f} {V[i, 2]:.3f} 0.000000" for i in idx]
-    Path(path).write_text("\n".join(lines) + "\n")
-
-
-def metric_values(V, name):
-    x, y, z = (V / 50.0).T
-    return {"thickness": 2.5 + 0.5 * x, "sulc": y, "curv": 0.1 * z, "curvature": 0.1 * z,
-            "myelin": 1.5 + 0.2 * x * y}[name]
-
-
-def make_freesurfer_dir(root, meshes, n_subjects=3, broken="sub-03"):
-    root = Path(root)
-    for s in range(n_subjects):
-        subj = f"sub-{s + 1:02d}"
-        (root / subj / "surf").mkdir(parents=True)
-        (root / subj / "label").mkdir()
-        V, F = sphere(meshes, seed=s)
-        for h in ("lh", "rh"):
-            nib.freesurfer.write_geometry(str(root / subj / "surf" / f"{h}.white"), V, F)
-            for m in batch.FREESURFER_METRICS:
-                vals = metric_values(V, m)
-                if subj == broken and h == "lh" and m == "sulc":
-                    vals = vals[:-7]  # wrong length: this subject must fail, the batch go on
-                nib.freesurfer.write_morph_data(str(root / subj / "surf" / f"{h}.{m}"), vals)
-            write_label(root / subj / "label" / f"{h}.cortex.label", np.flatnonzero(cortex_of(V)), V)
-    (root / "fsaverage" / "surf").mkdir(parents=True)  # left out of the cohort
-    return root
-
-
-def write_cifti(path, values, keep, name):
-    bm = cifti2.BrainModelAxis.from_surface(np.flatnonzero(keep), len(keep), name="CortexLeft")
-    header = cifti2.Cifti2Header.from_axes((cifti2.ScalarAxis([name]), bm))
-    cifti2.Cifti2Image(values[keep][None].astype(np.float32), header).to_filename(str(path))
-
-
-def make_hcp_dir(root, meshes, subjects=("100307", "100408", "101915"), broken="100408"):
-    root = Path(root)
-    for i, s in enumerate(subjects):
-        folder = root / s / "MNINonLinear" / "fsaverage_LR32k"
-        folder.mkdir(parents=True)
-        V, F = sphere(meshes, seed=10 + i)
-        keep = cortex_of(sphere(meshes, seed=0)[0])  # every subject: the same mesh's medial wall
-        gii = nib.gifti.GiftiImage(darrays=[
-            nib.gifti.GiftiDataArray(V.astype(np.float32), intent="NIFTI_INTENT_POINTSET"),
-            nib.gifti.GiftiDataArray(F.astype(np.int32), intent="NIFTI_INTENT_TRIANGLE"),
-        ])
-        nib.save(gii, str(folder / f"{s}.L.midthickness_MSMAll.32k_fs_LR.surf.gii"))
-        for m, stem in (("thickness", "thickness_MSMAll"), ("sulc", "sulc"), ("curvature", "curvature_MSMAll"),
-                        ("myelin", "MyelinMap_BC_MSMAll")):
-            if s == broken and m == "myelin":
-                (folder / f"{s}.{stem}.32k_fs_LR.dscalar.nii").write_bytes(b"not a cifti file")
-                continue
-            write_cifti(folder / f"{s}.{stem}.32k_fs_LR.dscalar.nii", metric_values(V, m), keep, m)
-    return root
-
-
-def read_tsv(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
-
 
 # ---------------------------------------------------------------------------------------------
 # FreeSurfer, native mode
 
 
-def test_freesurfer_jobs_lists_subjects_and_hemis(tmp_path, meshes):
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+def test_freesurfer_jobs_lists_subjects_and_hemis(tmp_path, cohort):
+    src = cohort.freesurfer_dir(tmp_path / "subjects")
     jobs = batch.freesurfer_jobs(src, tmp_path / "out", hemis=["lh", "right"])
     assert [(j.subject, j.hemi) for j in jobs] == [(f"sub-0{s}", h) for s in (1, 2, 3) for h in ("left", "right")]
     assert [m for m, _ in jobs[0].metrics] == ["thickness", "sulc", "curv"]
@@ -115,8 +33,8 @@ def test_freesurfer_jobs_lists_subjects_and_hemis(tmp_path, meshes):
     assert batch.detect_layout(src) == "freesurfer"
 
 
-def test_run_batch_freesurfer_outputs_and_failure_record(tmp_path, meshes):
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+def test_run_batch_freesurfer_outputs_and_failure_record(tmp_path, cohort):
+    src = cohort.freesurfer_dir(tmp_path / "subjects")
     out = tmp_path / "out"
     jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=32)
     result = batch.run_batch(jobs, out, progress=False)
@@ -126,43 +44,43 @@ def test_run_batch_freesurfer_outputs_and_failure_record(tmp_path, meshes):
     assert z["images"].shape == (3, 32, 32) and z["images"].dtype == np.float32
     assert list(z["channels"]) == ["thickness", "sulc", "curv"]
     fm = FlatMap.load(out / "sub-01" / "left" / "flatmap.npz")
-    V, _ = sphere(meshes, seed=0)
-    expected = Rasterizer(fm, size=32)({m: metric_values(V, m) for m in batch.FREESURFER_METRICS})
+    V, _ = cohort.sphere(seed=0)
+    expected = Rasterizer(fm, size=32)({m: cohort.metric_values(V, m) for m in batch.FREESURFER_METRICS})
     np.testing.assert_allclose(z["images"], expected, atol=1e-6)
-    assert set(fm.vertex_map) == set(np.flatnonzero(cortex_of(V)))
+    assert set(fm.vertex_map) == set(np.flatnonzero(cohort.cortex_of(V)))
     dist = json.loads((out / "sub-01" / "left" / "distortion.json").read_text())
     assert dist["n_flipped"] == 0
 
-    manifest = read_tsv(out / "manifest.tsv")
+    manifest = cohort.read_tsv(out / "manifest.tsv")
     assert [(r["subject"], r["hemi"], r["status"]) for r in manifest] == [
         ("sub-01", "left", "done"), ("sub-02", "left", "done"), ("sub-03", "left", "failed")]
     assert manifest[0]["images"] == "sub-01/left/images.npz"
     assert manifest[0]["channels"] == "thickness,sulc,curv"
-    failures = read_tsv(out / "failures.tsv")
+    failures = cohort.read_tsv(out / "failures.tsv")
     assert len(failures) == 1 and failures[0]["subject"] == "sub-03"
     assert failures[0]["error"] == "MetricError" and "lh.sulc" in failures[0]["message"]
     assert not (out / "sub-03" / "left" / "images.npz").exists()
 
 
-def test_run_batch_resume_skips_finished_jobs(tmp_path, meshes):
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+def test_run_batch_resume_skips_finished_jobs(tmp_path, cohort):
+    src = cohort.freesurfer_dir(tmp_path / "subjects")
     out = tmp_path / "out"
     jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=16)
     batch.run_batch(jobs, out, progress=False)
     stamp = (out / "sub-01" / "left" / "images.npz").stat().st_mtime_ns
     # fix the broken subject, run again: finished jobs are skipped, the failed one is redone
-    V, _ = sphere(meshes, seed=2)
-    nib.freesurfer.write_morph_data(str(src / "sub-03" / "surf" / "lh.sulc"), metric_values(V, "sulc"))
+    V, _ = cohort.sphere(seed=2)
+    nib.freesurfer.write_morph_data(str(src / "sub-03" / "surf" / "lh.sulc"), cohort.metric_values(V, "sulc"))
     again = batch.run_batch(jobs, out, progress=False)
     assert [r["status"] for r in again.records] == ["skipped", "skipped", "done"]
     assert (out / "sub-01" / "left" / "images.npz").stat().st_mtime_ns == stamp
-    assert read_tsv(out / "failures.tsv") == []
-    assert [r["status"] for r in read_tsv(out / "manifest.tsv")] == ["skipped", "skipped", "done"]
-    assert read_tsv(out / "manifest.tsv")[0]["images"] == "sub-01/left/images.npz"
+    assert cohort.read_tsv(out / "failures.tsv") == []
+    assert [r["status"] for r in cohort.read_tsv(out / "manifest.tsv")] == ["skipped", "skipped", "done"]
+    assert cohort.read_tsv(out / "manifest.tsv")[0]["images"] == "sub-01/left/images.npz"
 
 
-def test_run_batch_crash_mid_write_leaves_no_output(tmp_path, meshes, monkeypatch):
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=1)
+def test_run_batch_crash_mid_write_leaves_no_output(tmp_path, cohort, monkeypatch):
+    src = cohort.freesurfer_dir(tmp_path / "subjects", n_subjects=1)
     out = tmp_path / "out"
     jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=16)
 
@@ -184,8 +102,8 @@ def test_run_batch_crash_mid_write_leaves_no_output(tmp_path, meshes, monkeypatc
     assert batch.run_batch(jobs, out, progress=False).records[0]["status"] == "done"
 
 
-def test_freesurfer_jobs_missing_file_fails_job_not_listing(tmp_path, meshes):
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=2)
+def test_freesurfer_jobs_missing_file_fails_job_not_listing(tmp_path, cohort):
+    src = cohort.freesurfer_dir(tmp_path / "subjects", n_subjects=2)
     (src / "sub-02" / "label" / "lh.cortex.label").unlink()
     jobs = batch.freesurfer_jobs(src, tmp_path / "out", hemis=["left"], size=16)
     assert "lh.cortex.label: no such file" in jobs[1].problem
@@ -206,19 +124,10 @@ def test_freesurfer_jobs_empty_folder(tmp_path):
 # HCP, template mode
 
 
-def hcp_template_map(tmp_path, meshes):
-    V, F = sphere(meshes, seed=0)
-    from surfmap.mesh import Mesh
-
-    fm = flatten(Mesh(V, F), cortex_of(V), method="area")
-    fm.save(tmp_path / "maps" / "left" / "flatmap.npz")
-    return fm, str(tmp_path / "maps" / "{hemi}" / "flatmap.npz")
-
-
-def test_run_batch_hcp_template_mode(tmp_path, meshes):
-    src = make_hcp_dir(tmp_path / "hcp", meshes)
+def test_run_batch_hcp_template_mode(tmp_path, cohort):
+    src = cohort.hcp_dir(tmp_path / "hcp")
     assert batch.detect_layout(src) == "hcp"
-    fm, template = hcp_template_map(tmp_path, meshes)
+    fm, template = cohort.template_map(tmp_path)
     out = tmp_path / "out"
     jobs = batch.hcp_jobs(src, out, hemis=["left"], template=template, size=24)
     assert all(j.template_map and j.surface is None for j in jobs)
@@ -227,21 +136,21 @@ def test_run_batch_hcp_template_mode(tmp_path, meshes):
     assert result.records[1]["error"] == "FormatError" and "MyelinMap_BC_MSMAll" in result.records[1]["message"]
     z = np.load(out / "101915" / "left" / "images.npz")
     assert list(z["channels"]) == ["thickness", "sulc", "curvature", "myelin"]
-    V, _ = sphere(meshes, seed=12)
-    expected = Rasterizer(fm, size=24)({m: metric_values(V, m) for m in batch.HCP_METRICS})
+    V, _ = cohort.sphere(seed=12)
+    expected = Rasterizer(fm, size=24)({m: cohort.metric_values(V, m) for m in batch.HCP_METRICS})
     np.testing.assert_allclose(z["images"], expected, atol=1e-6)
     assert not (out / "101915" / "left" / "flatmap.npz").exists()  # template mode: one shared map
-    manifest = read_tsv(out / "manifest.tsv")
+    manifest = cohort.read_tsv(out / "manifest.tsv")
     assert manifest[0]["flatmap"].endswith("maps/left/flatmap.npz")
 
 
-def test_run_batch_hcp_native_mode_uses_template_mask(tmp_path, meshes, monkeypatch):
-    src = make_hcp_dir(tmp_path / "hcp", meshes, subjects=("100307",))
-    V0, _ = sphere(meshes, seed=0)
+def test_run_batch_hcp_native_mode_uses_template_mask(tmp_path, cohort, monkeypatch):
+    src = cohort.hcp_dir(tmp_path / "hcp", subjects=("100307",))
+    V0, _ = cohort.sphere(seed=0)
 
     class FakeTemplate:
         n_vertices = len(V0)
-        cortex = cortex_of(V0)
+        cortex = cohort.cortex_of(V0)
 
     import surfmap.templates
 
@@ -254,9 +163,25 @@ def test_run_batch_hcp_native_mode_uses_template_mask(tmp_path, meshes, monkeypa
     np.testing.assert_array_equal(fm.vertex_map, np.flatnonzero(FakeTemplate.cortex))
 
 
-def test_run_batch_process_pool_matches_serial(tmp_path, meshes):
-    src = make_hcp_dir(tmp_path / "hcp", meshes)
-    _, template = hcp_template_map(tmp_path, meshes)
+def test_run_job_native_mode_template_of_other_size(tmp_path, cohort, monkeypatch):
+    src = cohort.hcp_dir(tmp_path / "hcp", subjects=("100307",))
+
+    class FakeTemplate:
+        n_vertices = 999
+        cortex = np.ones(999, dtype=bool)
+
+    import surfmap.templates
+
+    monkeypatch.setattr(surfmap.templates, "load_template", lambda name, hemi: FakeTemplate)
+    job = batch.hcp_jobs(src, tmp_path / "out", hemis=["left"], mode="native", size=16)[0]
+    rec = batch.run_job(job)
+    assert rec["status"] == "failed" and rec["error"] == MeshError.__name__
+    assert re.search(r"midthickness.*expected 999 vertices.*found 162.*'mask' column", rec["message"]), rec
+
+
+def test_run_batch_process_pool_matches_serial(tmp_path, cohort):
+    src = cohort.hcp_dir(tmp_path / "hcp")
+    _, template = cohort.template_map(tmp_path)
     serial = batch.run_batch(batch.hcp_jobs(src, tmp_path / "a", hemis=["left"], template=template, size=16),
                              tmp_path / "a", progress=False)
     pooled = batch.run_batch(batch.hcp_jobs(src, tmp_path / "b", hemis=["left"], template=template, size=16),
@@ -267,16 +192,16 @@ def test_run_batch_process_pool_matches_serial(tmp_path, meshes):
                                       np.load(tmp_path / "b" / s / "left" / "images.npz")["images"])
 
 
-def test_run_batch_dask_local_cluster(tmp_path, meshes):
+def test_run_batch_dask_local_cluster(tmp_path, cohort):
     distributed = pytest.importorskip("dask.distributed")
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+    src = cohort.freesurfer_dir(tmp_path / "subjects")
     out = tmp_path / "out"
     jobs = batch.freesurfer_jobs(src, out, hemis=["left"], size=16)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster:
         result = batch.run_batch(jobs, out, scheduler=cluster.scheduler_address, progress=False)
     assert [r["status"] for r in result.records] == ["done", "done", "failed"]
-    assert read_tsv(out / "failures.tsv")[0]["subject"] == "sub-03"
+    assert cohort.read_tsv(out / "failures.tsv")[0]["subject"] == "sub-03"
     assert np.load(out / "sub-02" / "left" / "images.npz")["images"].shape == (3, 16, 16)
 
 
@@ -284,8 +209,8 @@ def test_run_batch_dask_local_cluster(tmp_path, meshes):
 # tables
 
 
-def test_table_jobs_native_and_missing_file(tmp_path, meshes):
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=1)
+def test_table_jobs_native_and_missing_file(tmp_path, cohort):
+    src = cohort.freesurfer_dir(tmp_path / "subjects", n_subjects=1)
     table = tmp_path / "cohort.csv"
     table.write_text(
         "subject,hemi,surface,mask,thickness,sulc\n"
@@ -315,6 +240,11 @@ def test_table_jobs_bad_table(tmp_path):
         batch.table_jobs(table, tmp_path / "out")
     with pytest.raises(InputFileNotFoundError, match="no such table file"):
         batch.table_jobs(tmp_path / "none.csv", tmp_path / "out")
+
+
+def test_batch_error_is_a_surfmap_value_error():
+    assert batch.BatchError is BatchError is surfmap.BatchError
+    assert issubclass(BatchError, SurfmapError) and issubclass(BatchError, ValueError)
 
 
 def test_detect_layout_unknown_folder(tmp_path):

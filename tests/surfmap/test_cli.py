@@ -9,7 +9,6 @@ import sys
 import nibabel as nib
 import numpy as np
 import pytest
-from test_batch import cortex_of, make_freesurfer_dir, make_hcp_dir, metric_values, sphere, write_label
 
 import surfmap
 from surfmap import flatten
@@ -44,12 +43,12 @@ def test_main_bad_metric_argument(capsys):
     assert "expected NAME=FILE" in capsys.readouterr().err
 
 
-def test_main_flatten_writes_outputs(tmp_path, meshes, capsys):
-    V, F = sphere(meshes)
+def test_main_flatten_writes_outputs(tmp_path, cohort, capsys):
+    V, F = cohort.sphere()
     nib.freesurfer.write_geometry(str(tmp_path / "lh.white"), V, F)
-    nib.freesurfer.write_morph_data(str(tmp_path / "lh.thickness"), metric_values(V, "thickness"))
-    nib.freesurfer.write_morph_data(str(tmp_path / "lh.sulc"), metric_values(V, "sulc"))
-    write_label(tmp_path / "lh.cortex.label", np.flatnonzero(cortex_of(V)), V)
+    nib.freesurfer.write_morph_data(str(tmp_path / "lh.thickness"), cohort.metric_values(V, "thickness"))
+    nib.freesurfer.write_morph_data(str(tmp_path / "lh.sulc"), cohort.metric_values(V, "sulc"))
+    cohort.write_label(tmp_path / "lh.cortex.label", np.flatnonzero(cohort.cortex_of(V)), V)
     out = tmp_path / "flat"
     code = main(["flatten", str(tmp_path / "lh.white"), "--mask", str(tmp_path / "lh.cortex.label"),
                  "--metric", f"sulc={tmp_path / 'lh.sulc'}", "--metric", f"thickness={tmp_path / 'lh.thickness'}",
@@ -58,14 +57,14 @@ def test_main_flatten_writes_outputs(tmp_path, meshes, capsys):
     z = np.load(out / "images.npz")
     assert list(z["channels"]) == ["sulc", "thickness"] and z["images"].shape == (2, 32, 32)
     fm = FlatMap.load(out / "flatmap.npz")
-    np.testing.assert_array_equal(fm.vertex_map, np.flatnonzero(cortex_of(V)))
+    np.testing.assert_array_equal(fm.vertex_map, np.flatnonzero(cohort.cortex_of(V)))
     assert isinstance(json.loads((out / "distortion.json").read_text()), dict)
     assert (out / "preview.png").read_bytes()[:4] == b"\x89PNG"
     assert str(out / "images.npz") in capsys.readouterr().out
 
 
-def test_main_flatten_metric_of_wrong_length(tmp_path, meshes, capsys):
-    V, F = sphere(meshes)
+def test_main_flatten_metric_of_wrong_length(tmp_path, cohort, capsys):
+    V, F = cohort.sphere()
     nib.freesurfer.write_geometry(str(tmp_path / "lh.white"), V, F)
     nib.freesurfer.write_morph_data(str(tmp_path / "lh.thickness"), np.ones(10))
     code = main(["flatten", str(tmp_path / "lh.white"), "--metric", f"t={tmp_path / 'lh.thickness'}",
@@ -74,8 +73,8 @@ def test_main_flatten_metric_of_wrong_length(tmp_path, meshes, capsys):
     assert code == 1 and err.count("\n") == 1 and "lh.thickness" in err
 
 
-def test_main_batch_freesurfer_exit_code_and_manifest(tmp_path, meshes, capsys):
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes)
+def test_main_batch_freesurfer_exit_code_and_manifest(tmp_path, cohort, capsys):
+    src = cohort.freesurfer_dir(tmp_path / "subjects")
     out = tmp_path / "out"
     code = main(["batch", str(src), "-o", str(out), "--hemi", "left", "--size", "16", "--no-progress"])
     text = capsys.readouterr().out
@@ -87,12 +86,12 @@ def test_main_batch_freesurfer_exit_code_and_manifest(tmp_path, meshes, capsys):
     assert code == 0 and "2 skipped" in capsys.readouterr().out
 
 
-def test_main_batch_hcp_template_file(tmp_path, meshes, capsys):
+def test_main_batch_hcp_template_file(tmp_path, cohort, capsys):
     from surfmap.mesh import Mesh
 
-    src = make_hcp_dir(tmp_path / "hcp", meshes, subjects=("100307",))
-    V, F = sphere(meshes, seed=0)
-    flatten(Mesh(V, F), cortex_of(V)).save(tmp_path / "maps" / "left" / "flatmap.npz")
+    src = cohort.hcp_dir(tmp_path / "hcp", subjects=("100307",))
+    V, F = cohort.sphere(seed=0)
+    flatten(Mesh(V, F), cohort.cortex_of(V)).save(tmp_path / "maps" / "left" / "flatmap.npz")
     out = tmp_path / "out"
     code = main(["batch", str(src), "-o", str(out), "--hemi", "left", "--size", "16", "--no-progress",
                  "--template", str(tmp_path / "maps" / "{hemi}" / "flatmap.npz")])
@@ -106,8 +105,8 @@ def test_main_batch_unknown_source(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
 
 
-def test_main_batch_freesurfer_template_mode_refused(tmp_path, meshes, capsys):
-    src = make_freesurfer_dir(tmp_path / "subjects", meshes, n_subjects=1)
+def test_main_batch_freesurfer_template_mode_refused(tmp_path, cohort, capsys):
+    src = cohort.freesurfer_dir(tmp_path / "subjects", n_subjects=1)
     assert main(["batch", str(src), "-o", str(tmp_path / "o"), "--mode", "template"]) == 1
     assert "--mode template" in capsys.readouterr().err
 
