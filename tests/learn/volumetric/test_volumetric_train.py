@@ -80,16 +80,15 @@ def test_train_synthetic_real_vs_shuffled_labels(synthetic_cohort, independent_c
     print("SYNTHETIC AUC held-out site %.3f, independent %.3f" % (fold["auc"], res["test"]["auc"]))
     assert fold["test_groups"] == ["SYNTHETIC_S01"]
     assert fold["auc"] >= 0.9  # held-out site
-    # independent SYNTHETIC sites with new site effects, pooled: reported, not a criterion (0.67 measured: the
-    # tiny frozen-stem model is partly miscalibrated across sites)
+    # independent SYNTHETIC sites with new site effects, pooled: reported, not a criterion (0.67 measured)
     assert 0.0 <= res["test"]["auc"] <= 1.0
     lo, hi = res["test"]["ci"]["auc"]
     assert lo <= res["test"]["auc"] <= hi
     # the resolved config is saved with the run and beside every checkpoint
     resolved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert resolved["train"]["lr"] == 0.02 and resolved["model"]["width_mult"] == 0.0625
-    assert json.loads((tmp_path / "run" / "fold0" / "last.config.json").read_text()) == resolved
-    assert load_checkpoint(tmp_path / "run" / "fold0" / "model.pt")["args"] == resolved
+    assert json.loads((tmp_path / "run" / "fold1" / "last.config.json").read_text()) == resolved
+    assert load_checkpoint(tmp_path / "run" / "fold1" / "model.pt")["args"] == resolved
     preds = pd.read_csv(tmp_path / "run" / "cv_predictions.csv")
     assert set(preds["site"]) == {"SYNTHETIC_S01"}
     assert len(load_fold_models(tmp_path / "run")) == 1
@@ -100,7 +99,10 @@ def test_train_synthetic_real_vs_shuffled_labels(synthetic_cohort, independent_c
     shuffled = load_volumetric_config(cfg_path, ["train.shuffle_labels=true", f"output_dir='{tmp_path / 'shuf'}'"])
     res_s = run_experiment(shuffled)
     print("shuffled: held-out site AUC %.3f, independent %.3f" % (res_s["folds"][0]["auc"], res_s["test"]["auc"]))
-    assert abs(res_s["test"]["auc"] - 0.5) < 0.2  # label-shuffled control stays near chance (48 scans)
+    # the same held-out site with label-shuffled training stays near chance (measured 0.457). On the pooled
+    # independent sites the shuffled run scores 0.69 against 0.67 for the real one: across unseen sites the tiny
+    # model's scores follow site / global-GM cues, so only within-site AUC measures what it learned.
+    assert abs(res_s["folds"][0]["auc"] - 0.5) < 0.2
 
 
 def test_build_model_transfers_stem_from_checkpoint(tmp_path):
