@@ -51,6 +51,20 @@ class PowerDiagram:
     side_lengths, side_midpoints : (n, 4) float64
         Intersection of each cell with the sides bottom, right, top, left of the square (length,
         and midpoint parameter: x for bottom/top, y for left/right; NaN when empty).
+
+    Parameters
+    ----------
+    sites, weights
+        As above (arrays, not validated: see :func:`power_diagram`).
+    triangulation : (T (t, 3), N (t, 3)), optional
+        A CCW triangulation of the sites and its adjacency (``_k.triangle_adjacency``), e.g. the
+        regular triangulation of nearby weights: edge flips make it regular (cheaper than a
+        convex hull). Default: Qhull's lifted lower hull.
+    fallback : bool
+        When flipping fails: a convex hull (True), or mark the diagram ``stuck`` (False; the
+        Newton line search rejects such a trial step).
+    neighbours : (ptr, idx), optional
+        The neighbour lists of ``triangulation``, reused when no edge flips.
     """
 
     def __init__(self, sites, weights, triangulation=None, *, fallback=True, neighbours=None):
@@ -587,7 +601,10 @@ def area_preserving_map(
     sites; their target masses are the normalised barycentric 3D vertex areas; the source is the
     uniform measure on [0, 1]^2. Damped Newton (Kitagawa-Merigot-Thibert: no cell ever smaller than
     half the smallest start/target cell, gauge pinned) finds the power weights whose clipped
-    cells have those areas. Interior vertices go to their cell centroids, corners to the square's
+    cells have those areas; its linear systems are solved inexactly (conjugate gradients
+    preconditioned by the sparse LU of an earlier Hessian, in nested-dissection order), and the
+    regular triangulations are kept up to date by edge flips, starting from the input faces.
+    Interior vertices go to their cell centroids, corners to the square's
     corners, boundary vertices to their side (midpoint of the cell's contact with it) in strictly
     monotone order. Folds are then removed and face areas matched by Gauss-Seidel sweeps on
     ``sum_f A_f log(a_f / A_f)^2`` that never flip a positive face (a local Tutte solve is the
@@ -614,7 +631,8 @@ def area_preserving_map(
     -------
     FlatMap
         ``uv`` (n, 2) in [0, 1]^2, the input faces (no flipped face), ``vertex_map`` and ``corners``
-        of ``init``; ``info`` holds the Newton iterations, halvings, final cell-area error,
+        of ``init``; ``info`` holds the Newton iterations, halvings, sparse factorisations and
+        CG iterations of the inexact Newton solves, final cell-area error,
         refinement statistics and stage timings (s).
 
     Raises
