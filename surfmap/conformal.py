@@ -34,11 +34,16 @@ __all__ = ["conformal_map", "dirichlet_modulus"]
 
 log = logging.getLogger(__name__)
 
-_DELAUNAY_TOL = 1e-10
+_DELAUNAY_TOL = 1e-10  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
 _SWITCH_TOL = 0.1  # curvature error at which provisional corners are replaced
-_MODULUS_TOL = 0.02  # re-choose default corners when |log modulus| exceeds this on the flat metric
+_MODULUS_TOL = 0.01  # re-choose default corners when |log modulus| exceeds this on the flat metric
+# (fsaverage5 left: 0.9856 -> 0.9996 for 3 more Newton iterations)
+_FORCING_MAX = 1e-2  # PCG relative tolerance min(_FORCING_MAX, _FORCING * residual): inexact Newton,
+# still quadratic (looser forcing measured no fewer PCG iterations in total)
+_FORCING = 1e-3
 _PCG_MAXITER = 25  # more PCG iterations than this: refactorise now
-_PCG_REFACTOR = 10  # more than this: refactorise at the next Newton step  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
+_PCG_REFACTOR = 8  # more than this: refactorise at the next Newton step (fs_LR 32k left: 1 Newton
+# factorisation and 32 PCG iterations; 10 gave 34, 6 gave 2 factorisations)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,11 +154,14 @@ def _check_corners(corners, loop, faces_per_vertex, name) -> np.ndarray:
 class _SPDSolver:
     """Factorisation of a symmetric positive definite sparse matrix (CSC).
 
-    SuperLU in symmetric mode (minimum degree on A + A^T, no pivoting) measured faster here than
-    CHOLMOD through cholespy for these 2-D mesh Laplacians (0.15 s vs 0.2 s at 29k vertices,
-    both including the ordering; cholespy's solves are faster, 2 ms vs 5-9 ms, but its CSC
-    constructor crashed once here). The factor is reused as a PCG preconditioner across Newton
-    steps, which replaces re-using a symbolic analysis.
+    SuperLU in symmetric mode (minimum degree on A + A^T, no pivoting). Measured on the fs_LR 32k
+    left Hessian (29k vertices, nnz(L + U) 2.5e6) in one process: SuperLU 0.19-0.29 s unloaded,
+    0.5 s under load; cholespy 2.2 (CHOLMOD, simplicial, nested dissection) the same within noise
+    (its solves are faster, 2.5 ms vs 5 ms), and it aborts the process ("realloc(): invalid
+    pointer") when handed a numba-allocated array; a precomputed ordering reused across steps
+    (the ordering is a small part of the time) and a geometric nested dissection (more fill) gave
+    nothing. The factor is reused as a PCG preconditioner across Newton steps, which replaces
+    re-using a symbolic analysis.
     """
 
     def __init__(self, A: sp.csc_matrix):
@@ -423,7 +431,7 @@ def _newton(
         H = _laplacian_csc(indptr, indices, data, n)
         # inexact Newton: PCG preconditioned by the factorisation of an earlier Hessian (the
         # cotangent Laplacian changes little along a conformal flow); refactorise when PCG slows
-        rtol = min(1e-2, max(1e-13, 1e-3 * res))
+        rtol = min(_FORCING_MAX, max(1e-13, _FORCING * res))
         d, k, ok = (None, 0, False) if solver is None else _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
         refactored = not ok
         if not ok:
@@ -537,7 +545,7 @@ def conformal_map(
     conformal map onto a strip, and (c0, c1, c2, c3) has modulus 1 exactly when ``f(c1) = f(c3)``;
     among vertex pairs closest to that, the one at the most nearly equal arc-length fractions of
     the two arcs is taken. Once the flow is nearly flat the modulus is checked on the flat
-    rectangle (boundary mapped to the half-plane by Jacobi's sn); if it is off by more than 2 %
+    rectangle (boundary mapped to the half-plane by Jacobi's sn); if it is off by more than 1 %
     the corners are re-chosen there and Newton continues.
 
     ``info`` keys: ``iterations``, ``residuals`` (max curvature error at interior, boundary and
