@@ -161,15 +161,27 @@ class _SPDSolver:
     pointer") when handed a numba-allocated array; a precomputed ordering reused across steps
     (the ordering is a small part of the time) and a geometric nested dissection (more fill) gave
     nothing. The factor is reused as a PCG preconditioner across Newton steps, which replaces
-    re-using a symbolic analysis.
+    re-using a symbolic analysis. With ``single=True`` the factorisation is in float32 (SuperLU
+    sgstrf: 130-150 ms instead of 200-208 ms CPU time on that Hessian, solves 4.1-4.5 ms instead
+    of 4.6-5.8 ms) and serves only as a preconditioner: PCG residuals stay in float64 and reach
+    1e-13 in 3 iterations from it. Falls back to float64 if a pivot vanishes.
     """
 
-    def __init__(self, A: sp.csc_matrix):
-        self.lu = spla.splu(
-            A, permc_spec="MMD_AT_PLUS_A", diag_pivot_thresh=0.0, options={"SymmetricMode": True}
-        )
+    def __init__(self, A: sp.csc_matrix, single: bool = False):
+        opts = {"permc_spec": "MMD_AT_PLUS_A", "diag_pivot_thresh": 0.0, "options": {"SymmetricMode": True}}
+        self.single = False
+        if single:
+            try:
+                self.lu = spla.splu(A.astype(np.float32), **opts)
+                self.single = True
+            except RuntimeError:  # a pivot vanished in single precision
+                pass
+        if not self.single:
+            self.lu = spla.splu(A, **opts)
 
     def solve(self, b):
+        if self.single:
+            return self.lu.solve(b.astype(np.float32)).astype(np.float64)
         return self.lu.solve(b)
 
 
@@ -435,10 +447,15 @@ def _newton(
         d, k, ok = (None, 0, False) if solver is None else _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
         refactored = not ok
         if not ok:
-            solver = _SPDSolver(H)
+            solver = _SPDSolver(H, single=True)
             n_factor += 1
             d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
             k += k2
+            if not ok and solver.single:  # single precision too coarse for this Hessian
+                solver = _SPDSolver(H)
+                n_factor += 1
+                d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+                k += k2
         elif k > _PCG_REFACTOR:
             solver = None  # refactorise at the next iteration
         n_pcg += k
@@ -609,11 +626,15 @@ def conformal_map(
         _k.evaluate(F, lam, zero, zero, np.empty(n), cotw, False)
         data = _k.csr_values(slots, cotw, len(indices))
         data[_diag_slot(indptr, indices, 0)] += max(float(np.abs(data).max()), 1.0)
-        solver0 = _SPDSolver(_laplacian_csc(indptr, indices, data, n))
+        L0 = _laplacian_csc(indptr, indices, data, n)
+        solver0 = _SPDSolver(L0, single=True)
         pattern0 = (indptr, indices, slots)
         j = np.zeros(n)
         j[loop[i0]], j[loop[i2]] = 1.0, -1.0
-        f = solver0.solve(j)
+        f, _, ok = _pcg(L0, j, solver0.solve, 1e-12, 4 * _PCG_MAXITER)
+        if not ok:  # pragma: no cover - single precision too coarse
+            solver0 = _SPDSolver(L0)
+            f = solver0.solve(j)
         c1, c3, M, t1, t3 = _equipotential_corners(f, seg, i0, i2, loop)
         p = [i0, c1, i2, c3]
         corners = loop[p].astype(np.int64)
