@@ -144,6 +144,30 @@ def test_hessian_is_cotangent_laplacian_of_current_metric():
     assert np.linalg.eigvalsh(H)[1] > 0  # PSD, kernel = constants
 
 
+def test_spd_solver_single_precision_preconditions_pcg_to_double_accuracy():
+    import scipy.sparse as sp
+
+    mesh = planar_disk(rings=6, jitter=0.2)
+    L = sp.csc_matrix(cotangent_laplacian(mesh.vertices, mesh.faces))
+    L = (L + sp.csc_matrix(([1.0], ([0], [0])), shape=L.shape)).tocsc()  # pin the gauge
+    b = np.random.default_rng(0).standard_normal(L.shape[0])
+    s = C._SPDSolver(L, single=True)
+    assert s.single
+    assert np.linalg.norm(L @ s.solve(b) - b) > 1e-10 * np.linalg.norm(b)  # float32 alone is not exact
+    x, k, ok = C._pcg(L, b, s.solve, 1e-13, 20)
+    assert ok and k <= 5
+    np.testing.assert_allclose(L @ x, b, atol=1e-11 * np.linalg.norm(b))
+
+
+def test_spd_solver_falls_back_to_double_when_single_precision_is_singular():
+    import scipy.sparse as sp
+
+    A = sp.csc_matrix(np.array([[1.0, 1.0], [1.0, 1.0 + 1e-9]]))  # singular once rounded to float32
+    s = C._SPDSolver(A, single=True)
+    assert not s.single
+    np.testing.assert_allclose(A @ s.solve(np.array([1.0, 2.0])), [1.0, 2.0], rtol=1e-6)
+
+
 def test_lobachevsky_matches_scipy_spence():
     from scipy.special import spence
 
