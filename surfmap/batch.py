@@ -201,20 +201,8 @@ def distortion_dict(fm, mesh=None) -> dict:
 
     ``mesh``: the mesh ``fm.vertex_map`` indexes, when ``fm`` has no 3D ``vertices``.
     """
-    try:
-        from .distortion import distortion
-    except ImportError:  # the distortion module is not installed: the per-face statistics from plotting
-        from .plotting import face_distortion
+    from .distortion import distortion
 
-        d = face_distortion(fm, mesh)
-        lar = np.abs(d["log_area_ratio"])
-        return {
-            "n_faces": len(fm.faces),
-            "n_flipped": int((fm.signed_areas() <= 0).sum()),
-            "area_abs_p95": float(np.nanpercentile(lar, 95)),
-            "area_mean_abs": float(np.nanmean(lar)),
-            "dilatation_mean": float(np.nanmean(d["dilatation"])),
-        }
     return distortion(fm, mesh).to_dict()
 
 

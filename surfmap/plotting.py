@@ -162,7 +162,8 @@ def plot_flatmap(fm, values=None, *, ax=None, label: str | None = None, edges: b
             pc = ax.tripcolor(tri, facecolors=values, cmap=cmap, vmin=lo, vmax=hi)
         else:
             raise ParameterError(f"values: expected {fm.n_vertices} (vertices) or {len(fm.faces)} (faces) "
-                             f"entries; found {len(values)}")
+                                 f"entries; found {len(values)}. Pass one value per flat vertex (index the "
+                                 f"surface's values with fm.vertex_map) or per face")
         fig.colorbar(pc, ax=ax, shrink=0.85).set_label(name)
     if edges and len(fm.faces) <= max_edges:
         ax.triplot(tri, color="0.3", lw=0.15, alpha=0.6)
@@ -180,47 +181,30 @@ def plot_flatmap(fm, values=None, *, ax=None, label: str | None = None, edges: b
 
 
 def face_distortion(fm, mesh=None) -> dict:
-    """Per-face distortion of a flat map against its 3D surface.
+    """Per-face distortion of a flat map against its 3D surface (from :func:`surfmap.distortion`).
 
-    From :func:`surfmap.distortion` (``fm.vertices``, or ``mesh``: the mesh ``fm.vertex_map``
-    indexes); computed here only when that module is not installed.
+    Parameters
+    ----------
+    fm : FlatMap
+    mesh : Mesh, optional
+        The mesh ``fm.vertex_map`` indexes, when ``fm`` has no 3D ``vertices``.
 
     Returns
     -------
     dict
-        ``"log_area_ratio"`` (m,): ``log((A_flat / sum A_flat) / (A_3d / sum A_3d))``;
-        ``"dilatation"`` (m,): ``sigma1 / sigma2 >= 1`` of the face's affine map 3D -> plane.
+        ``"log_area_ratio"`` (m,) float64: ``log((A_flat / sum A_flat) / (A_3d / sum A_3d))``;
+        ``"dilatation"`` (m,) float64: ``sigma1 / sigma2 >= 1`` of the face's affine map 3D -> plane.
     """
-    try:
-        from .distortion import distortion
-    except ImportError:
-        return _face_distortion(fm, mesh)
-    d = distortion(fm, mesh)
+    from .distortion import distortion
+
+    return _per_face(distortion(fm, mesh))
+
+
+def _per_face(d) -> dict:
+    """``{"log_area_ratio", "dilatation"}`` of a :class:`surfmap.Distortion` (or such a dict)."""
+    if isinstance(d, dict):
+        return d
     return {"log_area_ratio": np.asarray(d.log_area_ratio), "dilatation": np.asarray(d.dilatation)}
-
-
-def _face_distortion(fm, mesh=None) -> dict:
-    X = fm.vertices if mesh is None else mesh.vertices[fm.vertex_map]
-    if X is None:
-        raise ParameterError("fm: the flat map has no 3D vertices; pass the mesh it was computed from")
-    F = fm.faces
-    e1, e2 = X[F[:, 1]] - X[F[:, 0]], X[F[:, 2]] - X[F[:, 0]]
-    a3 = 0.5 * np.linalg.norm(np.cross(e1, e2), axis=1)
-    a2 = fm.signed_areas()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lar = np.log((np.abs(a2) / np.abs(a2).sum()) / (a3 / a3.sum()))
-        # local orthonormal frame of each 3D face, then the 2x2 Jacobian of the face map
-        t1 = e1 / np.linalg.norm(e1, axis=1, keepdims=True)
-        n = np.cross(e1, e2)
-        t2 = np.cross(n / np.linalg.norm(n, axis=1, keepdims=True), t1)
-        P = np.stack([np.stack([np.einsum("ij,ij->i", e, t1), np.einsum("ij,ij->i", e, t2)], 1)
-                      for e in (e1, e2)], 2)  # (m, 2, 2): columns are the edges in the local frame
-        uv = fm.uv
-        Q = np.stack([uv[F[:, 1]] - uv[F[:, 0]], uv[F[:, 2]] - uv[F[:, 0]]], 2)
-        J = Q @ np.linalg.inv(P)
-        s = np.linalg.svd(J, compute_uv=False)
-        dil = s[:, 0] / s[:, 1]
-    return {"log_area_ratio": lar, "dilatation": dil}
 
 
 def plot_distortion_histograms(maps: dict, *, bins: int = 80, title: str | None = None):
@@ -229,20 +213,24 @@ def plot_distortion_histograms(maps: dict, *, bins: int = 80, title: str | None 
     Parameters
     ----------
     maps : dict
-        Label (e.g. ``"conformal"``, ``"area-preserving"``) -> FlatMap with 3D ``vertices``, or
-        a dict as returned by :func:`face_distortion`.
+        Label (e.g. ``"conformal"``, ``"area-preserving"``) -> FlatMap with 3D ``vertices``, a
+        :class:`surfmap.Distortion`, or a dict as returned by :func:`face_distortion`.
     bins : int
     title : str, optional
 
     Returns
     -------
     matplotlib.figure.Figure
-        Left: ``log(flat area / 3D area)`` of each face (areas normalised to sum 1; 0 = area kept).
+        Left: ``log(flat area / 3D area)`` of each face (areas normalised to sum 1; 0 = area kept);
+        values past the 0.5 / 99.5 percentiles are counted in the end bins. When one map spreads
+        over less than a tenth of the common range (an area-preserving map beside a conformal
+        one), an inset shows that map's range with bins of its own, so it is not a single spike.
         Right: dilatation ``sigma1 / sigma2`` (1 = angles kept), log scale.
     """
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    per_map = {label: fm if isinstance(fm, dict) else face_distortion(fm) for label, fm in maps.items()}
+    per_map = {label: _per_face(m) if isinstance(m, dict) or hasattr(m, "log_area_ratio") else face_distortion(m)
+               for label, m in maps.items()}
     lar_all = np.concatenate([d["log_area_ratio"][np.isfinite(d["log_area_ratio"])] for d in per_map.values()])
     lo, hi = np.percentile(lar_all, [0.5, 99.5]) if lar_all.size else (-1, 1)
     edges_a = np.linspace(min(lo, -0.1), max(hi, 0.1), bins + 1)
@@ -260,6 +248,7 @@ def plot_distortion_histograms(maps: dict, *, bins: int = 80, title: str | None 
     ax1.set_xlabel("log(flat area / surface area) per face")
     ax1.set_ylabel("faces (log scale)")
     ax1.set_yscale("log")
+    _zoom_inset(ax1, per_map, edges_a, bins)
     ax1.set_title("area distortion")
     ax1.legend(fontsize=8)
     ax2.set_xscale("log")
@@ -270,6 +259,29 @@ def plot_distortion_histograms(maps: dict, *, bins: int = 80, title: str | None 
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _zoom_inset(ax, per_map: dict, edges: np.ndarray, bins: int) -> None:
+    """Inset of the log area ratios around 0 when a map is too narrow to read in the common bins."""
+    spreads = [np.percentile(np.abs(x), 99.5) for x in
+               (d["log_area_ratio"][np.isfinite(d["log_area_ratio"])] for d in per_map.values()) if x.size]
+    if len(spreads) < 2 or min(spreads) <= 0 or min(spreads) > 0.1 * (edges[-1] - edges[0]):
+        return
+    lo, hi = ax.get_ylim()  # log scale: lift the top so the bars fill the lower half, the inset the upper
+    ax.set_ylim(lo, lo * (hi / lo) ** 1.9)
+    ax.set_yticks([10.0**k for k in range(int(np.ceil(np.log10(hi))) + 1)])  # no ticks over the inset
+    r = 1.2 * min(spreads)
+    inner = np.linspace(-r, r, bins // 2 + 1)
+    inset = ax.inset_axes((0.64, 0.5, 0.33, 0.34))
+    for k, d in enumerate(per_map.values()):
+        lar = d["log_area_ratio"]
+        lar = lar[np.isfinite(lar) & (np.abs(lar) <= r)]
+        inset.hist(lar, bins=inner, histtype="stepfilled", alpha=0.45, color=f"C{k}")
+    inset.axvline(0.0, color="k", lw=0.6)
+    inset.set_xlim(-r, r)
+    inset.set_title(f"zoom: |log ratio| <= {r:.2g}", fontsize=7)
+    inset.set_ylabel("faces", fontsize=6)
+    inset.tick_params(labelsize=6)
 
 
 def save_figure(fig, path, dpi: int = 120) -> Path:
