@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .exceptions import SurfmapError
+from .exceptions import ParameterError, SurfmapError
 
 __all__ = ["build_parser", "main"]
 
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
 
 def _check_size(size: int) -> int:
     if size < 2:
-        raise SurfmapError(f"--size: expected an image side of at least 2 pixels; found {size}")
+        raise ParameterError(f"--size: expected an image side of at least 2 pixels; found {size}; pass e.g. --size 224")
     return size
 
 
@@ -148,7 +148,8 @@ def cmd_flatten(args) -> int:
     values = {}
     for name, path in args.metric:
         if name in values:
-            raise SurfmapError(f"--metric {name}=...: the name {name!r} is given twice; channel names must differ")
+            raise ParameterError(f"--metric {name}=...: the name {name!r} is given twice; give each channel its own "
+                                 "name")
         values[name] = read_metric(path, hemi=args.hemi, n_vertices=mesh.n_vertices)
     if not values:
         values = {"x": mesh.vertices[:, 0], "y": mesh.vertices[:, 1], "z": mesh.vertices[:, 2]}
@@ -188,8 +189,9 @@ def cmd_batch(args) -> int:
     mode = args.mode or ("template" if layout == "hcp" or (layout == "table" and args.template) else "native")
     if layout == "freesurfer":
         if mode == "template":
-            raise SurfmapError("--mode template: FreeSurfer subjects have their own meshes; use a table with "
-                               "--template for fsaverage-resampled metrics")
+            raise ParameterError("--mode template: expected a table or an HCP folder; found a FreeSurfer "
+                                 "layout, whose subjects have their own meshes. Drop --mode (native), or list "
+                                 "fsaverage-resampled metrics in a table with --template fsaverage5")
         jobs = batch.freesurfer_jobs(args.source, args.out, hemis=args.hemi, surface=args.surface or "white",
                                      metrics=args.metrics or batch.FREESURFER_METRICS,
                                      metric_suffix=args.metric_suffix, subjects=args.subjects, **common)
@@ -200,8 +202,8 @@ def cmd_batch(args) -> int:
                               subjects=args.subjects, **common)
     else:
         if mode == "template" and not args.template:
-            raise SurfmapError("--mode template with a table: pass --template (fslr32k, fsaverage5 or a "
-                               "flatmap.npz)")
+            raise ParameterError("--mode template with a table: expected --template (fslr32k, fsaverage5 or "
+                                 "a flatmap.npz); found none. Pass --template, or drop --mode (native)")
         jobs = batch.table_jobs(args.source, args.out, template=args.template if mode == "template" else None,
                                 template_surface=args.template_surface, **common)
         if args.subjects:
@@ -219,7 +221,9 @@ def cmd_batch(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .batch import distortion_dict, write_json_atomic, write_npz_atomic
+    from .batch import write_json_atomic, write_npz_atomic
+    from .distortion import distortion
+    from .flatmap import flatten
     from .mesh import cut
     from .plotting import plot_distortion_histograms, plot_flatmap, plot_images, save_figure
     from .raster import Rasterizer
@@ -233,11 +237,6 @@ def cmd_demo(args) -> int:
     print(f"template {args.template} {args.hemi} ({tpl.surface_kind}): {tpl.n_vertices} vertices, "
           f"{int(tpl.cortex.sum())} cortex; cut to a disk of {disk.mesh.n_vertices} vertices, "
           f"{disk.mesh.n_faces} faces" + (f" (repairs: {'; '.join(disk.repairs)})" if disk.repairs else ""))
-    try:
-        from .flatmap import flatten
-    except ImportError as err:  # the mapping is not installed in this build
-        print(f"flattening unavailable ({err}); stopping after the cut")
-        return 0
     metrics = dict(tpl.metrics)
     files = []
     per_face = {}
@@ -248,7 +247,8 @@ def cmd_demo(args) -> int:
         seconds = time.perf_counter() - t0
         R = Rasterizer(fm, size=size)
         images = R(metrics)
-        d = distortion_dict(fm, tpl.mesh)
+        dist = distortion(fm, tpl.mesh)  # once: the summary, the face colours and the histograms
+        d = dist.to_dict()
         summary[method] = {"seconds": round(seconds, 2), **_short_distortion(d)}
         files.append(fm.save(out / f"flatmap_{method}.npz"))
         files.append(write_npz_atomic(out / f"images_{method}.npz", images=images, channels=np.array(R.channels)))
@@ -256,10 +256,8 @@ def cmd_demo(args) -> int:
         fig = plot_images(images, R.channels, fm=fm, units=_UNITS,
                           title=f"{args.template} {args.hemi}: {label} map, {size}x{size} images")
         files.append(save_figure(fig, out / f"images_{method}.png"))
-        from .plotting import face_distortion
-
-        per_face[label] = face_distortion(fm, tpl.mesh)
-        fig = plot_flatmap(fm, per_face[label]["log_area_ratio"], label="log(flat area / surface area)",
+        per_face[label] = dist
+        fig = plot_flatmap(fm, dist.log_area_ratio, label="log(flat area / surface area)",
                            title=f"{label} map, {fm.n_vertices} vertices\nfaces coloured by area distortion")
         files.append(save_figure(fig, out / f"flatmap_{method}.png"))
     fig = plot_distortion_histograms(per_face, title=f"{args.template} {args.hemi}: distortion per face")

@@ -111,6 +111,28 @@ def test_main_batch_freesurfer_template_mode_refused(tmp_path, cohort, capsys):
     assert "--mode template" in capsys.readouterr().err
 
 
+def test_main_batch_table_template_mode_without_template(tmp_path, capsys):
+    table = tmp_path / "cohort.tsv"
+    table.write_text("subject\themi\tthickness\nsub-01\tleft\tlh.thickness\n")
+    assert main(["batch", str(table), "-o", str(tmp_path / "o"), "--mode", "template"]) == 1
+    assert "expected --template" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", ["1", "0", "-3"])
+def test_main_flatten_size_too_small(tmp_path, capsys, size):
+    assert main(["flatten", str(tmp_path / "lh.white"), "--size", size, "-o", str(tmp_path / "o")]) == 1
+    assert f"--size: expected an image side of at least 2 pixels; found {size}" in capsys.readouterr().err
+
+
+def test_main_flatten_metric_name_twice(tmp_path, cohort, capsys):
+    V, F = cohort.sphere()
+    nib.freesurfer.write_geometry(str(tmp_path / "lh.white"), V, F)
+    nib.freesurfer.write_morph_data(str(tmp_path / "lh.thickness"), cohort.metric_values(V, "thickness"))
+    code = main(["flatten", str(tmp_path / "lh.white"), "--metric", f"t={tmp_path / 'lh.thickness'}",
+                 "--metric", f"t={tmp_path / 'lh.thickness'}", "-o", str(tmp_path / "out")])
+    assert code == 1 and "the name 't' is given twice" in capsys.readouterr().err
+
+
 def test_python_dash_m_surfmap_version():
     res = subprocess.run([sys.executable, "-m", "surfmap", "--version"], capture_output=True, text=True,
                          timeout=60, check=False)
