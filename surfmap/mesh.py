@@ -289,20 +289,43 @@ def _half_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return F.ravel(), F[:, [1, 2, 0]].ravel()
 
 
+def _group(key: np.ndarray):
+    """``np.unique(key, return_inverse=True, return_counts=True)`` by one stable argsort.
+
+    numpy's hash-based unique is ~30x slower than a sort on the int64 edge keys used here.
+    """
+    order = np.argsort(key, kind="stable")
+    sk = key[order]
+    first = np.empty(len(sk), dtype=bool)
+    first[:1] = True
+    np.not_equal(sk[1:], sk[:-1], out=first[1:])
+    starts = np.flatnonzero(first)
+    inv = np.empty(len(key), dtype=np.int64)
+    inv[order] = np.cumsum(first) - 1
+    counts = np.diff(np.append(starts, len(sk)))
+    return sk[starts], inv, counts
+
+
+def _sorted_unique(x: np.ndarray) -> np.ndarray:
+    s = np.sort(x)
+    keep = np.empty(len(s), dtype=bool)
+    keep[:1] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
 def edges(F) -> np.ndarray:
     """Unique undirected edges (e, 2) int64, each row sorted, rows in lexicographic order."""
     F = np.asarray(F, dtype=np.int64)
     n = int(F.max()) + 1
     a, b = _half_edges(F)
-    key = np.unique(np.minimum(a, b) * n + np.maximum(a, b))
+    key = _sorted_unique(np.minimum(a, b) * n + np.maximum(a, b))
     return np.column_stack([key // n, key % n])
 
 
 def _edge_face_counts(F: np.ndarray, n: int):
     a, b = _half_edges(F)
-    key = np.minimum(a, b) * n + np.maximum(a, b)
-    uniq, inv, counts = np.unique(key, return_inverse=True, return_counts=True)
-    return uniq, inv, counts
+    return _group(np.minimum(a, b) * n + np.maximum(a, b))
 
 
 def non_manifold_edges(F, n_vertices: int | None = None) -> np.ndarray:
@@ -317,16 +340,17 @@ def non_manifold_edges(F, n_vertices: int | None = None) -> np.ndarray:
 def euler_characteristic(F) -> int:
     """V - E + F counted on the vertices the faces use."""
     F = np.asarray(F, dtype=np.int64)
-    return int(len(np.unique(F)) - len(edges(F)) + len(F))
+    return int(np.count_nonzero(np.bincount(F.ravel())) - len(edges(F)) + len(F))
 
 
 def _boundary_half_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Half-edges (a -> b) whose twin (b -> a) is absent."""
     a, b = _half_edges(F)
     n = int(F.max()) + 1
-    fwd = a * n + b
+    fwd = np.sort(a * n + b)
     rev = b * n + a
-    is_bnd = ~np.isin(fwd, rev)
+    pos = np.minimum(np.searchsorted(fwd, rev), len(fwd) - 1)
+    is_bnd = fwd[pos] != rev
     return a[is_bnd], b[is_bnd]
 
 
@@ -508,7 +532,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
             "such a mesh cannot be flattened: repair it (e.g. remove duplicate faces) first"
         )
     a, b = _half_edges(F)
-    directed, counts = np.unique(a * n + b, return_counts=True)
+    directed, _, counts = _group(a * n + b)
     twice = directed[counts > 1]
     if len(twice):
         first = [int(twice[0] // n), int(twice[0] % n)]
@@ -585,8 +609,9 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
         if not changed:
             break
 
-    vertex_map = np.unique(Fk)
-    n_unref = n_keep - int(np.isin(np.flatnonzero(keep), vertex_map).sum())
+    used = np.bincount(Fk.ravel(), minlength=n) > 0
+    vertex_map = np.flatnonzero(used)
+    n_unref = n_keep - int(np.count_nonzero(used & keep))
     if n_unref:
         repairs.append(f"dropped {n_unref} masked vertices left without a face")
 
