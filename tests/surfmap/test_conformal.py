@@ -255,6 +255,14 @@ def test_conformal_map_invariant_to_scale_and_rigid_motion():
     np.testing.assert_allclose(fm2.uv, fm.uv, atol=1e-9)
 
 
+def test_conformal_map_one_blas_thread_gives_the_same_map():
+    mesh = egg_cap(rings=6, jitter=0.3, seed=5)
+    fm = surfmap.conformal_map(mesh)  # runs with one BLAS thread
+    fm2 = C.conformal_map.__wrapped__(mesh)  # default BLAS threads
+    np.testing.assert_array_equal(fm2.corners, fm.corners)
+    np.testing.assert_allclose(fm2.uv, fm.uv, atol=1e-12)
+
+
 def test_conformal_map_invariant_to_vertex_relabelling():
     mesh = egg_cap(rings=6, jitter=0.3, seed=4)
     fm = surfmap.conformal_map(mesh)
