@@ -165,7 +165,8 @@ def distortion(fm: FlatMap, mesh: Mesh | None = None) -> Distortion:
     elif fm.vertices is not None:
         V = fm.vertices
     else:
-        raise MeshError("distortion: fm has no 3D vertices (fm.vertices is None); pass mesh=")
+        raise MeshError("distortion: expected 3D vertices for fm; found fm.vertices is None. Pass mesh= (the "
+                        "surface that fm.vertex_map indexes)")
     F = fm.faces
     uv = fm.uv
     m = len(F)

@@ -69,7 +69,8 @@ class FlatMap:
         if corners.shape != (4,):
             raise MeshError(f"FlatMap.corners: expected 4 vertex indices; found shape {corners.shape}")
         if len(faces) and (faces.min() < 0 or faces.max() >= len(uv)):
-            raise MeshError(f"FlatMap.faces: indices must lie in [0, {len(uv) - 1}]")
+            raise MeshError(f"FlatMap.faces: indices must lie in [0, {len(uv) - 1}] (one uv row per vertex); "
+                            f"found min {int(faces.min())} and max {int(faces.max())}")
         object.__setattr__(self, "uv", uv)
         object.__setattr__(self, "faces", faces)
         object.__setattr__(self, "vertex_map", vmap)

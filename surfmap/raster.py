@@ -147,7 +147,9 @@ class Rasterizer:
         if len(fm.faces) == 0:
             raise MeshError("fm: the flat map has no faces; nothing to rasterize")
         if not np.all(np.isfinite(fm.uv)):
-            raise MeshError("fm.uv: non-finite flat coordinates; the map is broken")
+            bad = int((~np.isfinite(fm.uv)).any(axis=1).sum())
+            raise MeshError(f"fm.uv: expected finite flat coordinates; found {bad} vertices with NaN or inf. "
+                            f"The map is broken: flatten the surface again (and check its distortion)")
         self.flatmap = fm
         self.mode = mode
         self.nan_policy = nan_policy
@@ -298,8 +300,9 @@ class Rasterizer:
         if out is None:
             out = np.empty(shape, dtype=np.float32)
         elif out.dtype != np.float32 or out.size != np.prod(shape) or not out.flags.c_contiguous:
-            raise ParameterError(f"out: expected a C-contiguous float32 array of {shape}; found "
-                             f"{out.dtype} {out.shape}")
+            want = shape if ndim == 4 else shape[1:]  # the shape the caller gets back
+            raise ParameterError(f"out: expected a C-contiguous float32 array of {want}; found "
+                                 f"{out.dtype} {out.shape}; allocate it with np.empty({want}, np.float32)")
         flat_out = out.reshape(S, C, self.size * self.size)
         M = self.matrix
         cols = M.indices if flat else self._original_indices  # no copy of a full-length input

@@ -82,8 +82,17 @@ def test_distortion_to_dict_is_json_and_summary_mentions_flips():
 def test_distortion_needs_3d_vertices():
     mesh = square()
     fm = FlatMap(uv=mesh.vertices[:, :2], faces=mesh.faces, vertex_map=np.arange(49), corners=[0, 6, 48, 42])
-    with pytest.raises(MeshError, match="no 3D vertices"):
+    with pytest.raises(MeshError, match="expected 3D vertices for fm; found fm.vertices is None. Pass mesh="):
         surfmap.distortion(fm)
+
+
+def test_distortion_argument_types():
+    mesh = square()
+    fm = flat(mesh, mesh.vertices[:, :2])
+    with pytest.raises(TypeError, match="fm: expected a surfmap.FlatMap; found Mesh"):
+        surfmap.distortion(mesh)
+    with pytest.raises(MeshError, match="mesh: expected a surfmap.Mesh or None; found ndarray"):
+        surfmap.distortion(fm, mesh.vertices)
 
 
 def test_distortion_rejects_mismatched_mesh():

@@ -234,7 +234,15 @@ def test_rasterizer_bad_arguments():
         Rasterizer(np.zeros((3, 2)))
     with pytest.raises(MeshError, match="no faces"):
         Rasterizer(FlatMap(fm.uv, np.zeros((0, 3)), fm.vertex_map, fm.corners))
+    uv = fm.uv.copy()
+    uv[2] = np.nan
+    with pytest.raises(MeshError, match="fm.uv: expected finite flat coordinates; found 1 vertices with NaN"):
+        Rasterizer(FlatMap(uv, fm.faces, fm.vertex_map, fm.corners))
+    with pytest.raises(TypeError, match="fm: expected a surfmap.FlatMap; found ndarray"):
+        cached_rasterizer(np.zeros((3, 2)))
     R = Rasterizer(fm, size=4)
+    with pytest.raises(ValueError, match=r"out: expected a C-contiguous float32 array of \(1, 4, 4\); found float64"):
+        R(np.zeros(fm.n_vertices), out=np.empty((1, 4, 4)))
     with pytest.raises(MetricError, match="dict of metrics is empty"):
         R({})
     with pytest.raises(MetricError, match="expected shape"):
