@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,7 +149,7 @@ class FlatMap:
                 )
         except FormatError:
             raise
-        except (OSError, ValueError, KeyError, EOFError) as err:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise FormatError(f"{path}: could not read the flat map: truncated or corrupt ({err})") from None
 
     def __repr__(self) -> str:
