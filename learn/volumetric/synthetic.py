@@ -119,15 +119,21 @@ class SyntheticSubject:
     qc_outlier: str  # "", "roll", "noise"
 
 
-def _site_params(seed: int, site: int) -> dict:
+def _site_params(seed: int, site: int, site_effects: float = 1.0) -> dict:
+    """Scanner effects of one site; ``site_effects`` scales them (0 = identical sites, 1 = §6)."""
     rng = np.random.default_rng([seed, 7919, site])
-    return {
+    p = {
         "gain": rng.uniform(0.9, 1.1),
         "offset": rng.uniform(-0.02, 0.02),
         "smooth": [0.0, 0.5, 1.0][site % 3],
         "bias": rng.uniform(-0.05, 0.05),
         "prevalence": 0.2 + 0.4 * ((site * 0.61803) % 1.0),
     }
+    if site_effects != 1.0:
+        k = float(site_effects)
+        p.update(gain=1.0 + k * (p["gain"] - 1.0), offset=k * p["offset"], smooth=k * p["smooth"],
+                 bias=k * p["bias"])
+    return p
 
 
 def make_subject(template, mask, affine, H, B, truth: SyntheticSubject, site: dict, seed: int,
@@ -165,7 +171,8 @@ def make_subject(template, mask, affine, H, B, truth: SyntheticSubject, site: di
 
 def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_mci_per_site: int = 0,
                           spacing: float = 3.0, seed: int = 0, qc_fraction: float = 0.03, effect: float = 1.0,
-                          sites_per_dataset: int = 2, cache_dir=None, progress: bool = False) -> Path:
+                          sites_per_dataset: int = 2, site_effects: float = 1.0, cache_dir=None,
+                          progress: bool = False) -> Path:
     """Write a SYNTHETIC cohort: NIfTI GMD/GMV pairs, a mask and ``SYNTHETIC_cohort.csv``.
 
     Parameters
@@ -185,6 +192,9 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
         Multiplier of the planted atrophy (1.0 = VOLUMETRIC.md §6).
     sites_per_dataset : int
         Sites grouped into SYNTHETIC datasets (for leave-datasets-out).
+    site_effects : float
+        Multiplier of the scanner effects (gain, offset, smoothing, bias field); 1.0 = VOLUMETRIC.md §6, 0.0 =
+        identical scanners (AD prevalence still differs by site).
 
     Returns
     -------
@@ -194,6 +204,9 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
     """
     import pandas as pd
 
+    if not site_effects >= 0:
+        raise ValueError(f"'site_effects' should be >= 0 (0 = identical scanners, 1 = default); "
+                         f"{site_effects!r} was provided")
     out_dir = Path(out_dir)
     img_dir = out_dir / "SYNTHETIC_gm"
     img_dir.mkdir(parents=True, exist_ok=True)
@@ -208,7 +221,7 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
     rows = []
     rng = np.random.default_rng([seed, 1])
     for s in range(n_sites):
-        sp = _site_params(seed, s)
+        sp = _site_params(seed, s, site_effects)
         n_ad = int(round(sp["prevalence"] * n_per_site))
         diags = ["AD"] * n_ad + ["NC"] * (n_per_site - n_ad)
         diags += ["pMCI", "sMCI"] * (n_mci_per_site // 2) + ["sMCI"] * (n_mci_per_site % 2)
