@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from scipy.spatial import Delaunay
 
 import surfmap
@@ -261,6 +262,28 @@ def test_conformal_map_one_blas_thread_gives_the_same_map():
     fm2 = C.conformal_map.__wrapped__(mesh)  # default BLAS threads
     np.testing.assert_array_equal(fm2.corners, fm.corners)
     np.testing.assert_allclose(fm2.uv, fm.uv, atol=1e-12)
+
+
+def test_spd_solver_nested_dissection_order_solves_exactly(monkeypatch):
+    mesh = egg_cap(rings=6, jitter=0.3, seed=2)
+    L = cotangent_laplacian(mesh.vertices, mesh.faces)
+    A = (L + 1e-2 * sp.eye(L.shape[0])).tocsc()
+    b = np.random.default_rng(0).normal(size=L.shape[0])
+    monkeypatch.setattr(C, "_ND_MIN_VERTICES", 0)
+    solver = C._SPDSolver(A, points=C._plane_coordinates(mesh.vertices))
+    assert solver.order is not None and sorted(solver.order) == list(range(L.shape[0]))
+    np.testing.assert_allclose(A @ solver.solve(b), b, atol=1e-10)
+
+
+def test_conformal_map_nested_dissection_order_gives_the_same_map(monkeypatch):
+    # meshes above _ND_MIN_VERTICES order the factorisation by nested dissection; force it here
+    mesh = egg_cap(rings=8, jitter=0.3, seed=7)
+    fm = surfmap.conformal_map(mesh)
+    monkeypatch.setattr(C, "_ND_MIN_VERTICES", 0)
+    fm2 = surfmap.conformal_map(mesh)
+    np.testing.assert_array_equal(fm2.corners, fm.corners)
+    np.testing.assert_allclose(fm2.uv, fm.uv, atol=1e-9)
+    assert max(fm2.info["residuals"].values()) < 1e-9
 
 
 def test_conformal_map_invariant_to_vertex_relabelling():
