@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .sparse import sorted_unique_rows
+
 _PI = np.pi
 
 
@@ -403,28 +405,7 @@ def csr_pattern(F, n):
         fill[a] += 1
         raw[fill[b]] = a
         fill[b] += 1
-    # sort and unique each row
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    out = np.empty(ptr[n], dtype=np.int64)
-    top = 0
-    for i in range(n):
-        lo, hi = ptr[i], ptr[i + 1]
-        for q in range(lo + 1, hi):  # insertion sort (rows hold ~13 entries)
-            x = raw[q]
-            r = q - 1
-            while r >= lo and raw[r] > x:
-                raw[r + 1] = raw[r]
-                r -= 1
-            raw[r + 1] = x
-        last = -1
-        for q in range(lo, hi):
-            x = raw[q]
-            if x != last:
-                out[top] = x
-                top += 1
-                last = x
-        indptr[i + 1] = top
-    indices = out[:top].copy()
+    indptr, indices = sorted_unique_rows(ptr, raw)
     slots = np.empty((nh, 4), dtype=np.int64)
     for h in range(nh):
         f = h // 3

@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .sparse import sorted_unique_rows
+
 _FLAGS = {"cache": True, "nogil": True}  # no fastmath: the clipping relies on exact sign tests
 
 
@@ -46,28 +48,7 @@ def neighbour_lists(simplices, n):
             raw[fill[a]] = b
             raw[fill[a] + 1] = c
             fill[a] += 2
-    # sort (insertion sort: rows are short) + unique per row
-    out_ptr = np.zeros(n + 1, dtype=np.int64)
-    out = np.empty(ptr[n], dtype=np.int64)
-    m = 0
-    for i in range(n):
-        lo, hi = ptr[i], ptr[i + 1]
-        for a in range(lo + 1, hi):
-            v = raw[a]
-            b = a - 1
-            while b >= lo and raw[b] > v:
-                raw[b + 1] = raw[b]
-                b -= 1
-            raw[b + 1] = v
-        last = -1
-        for a in range(lo, hi):
-            v = raw[a]
-            if v != last:
-                out[m] = v
-                m += 1
-                last = v
-        out_ptr[i + 1] = m
-    return out_ptr, out[:m].copy()
+    return sorted_unique_rows(ptr, raw)
 
 
 @njit(**_FLAGS)
