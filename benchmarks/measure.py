@@ -29,6 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .report import json_default
+
+
 def distortion(V3, F, uv) -> tuple[dict, np.ndarray, np.ndarray]:
     """Distortion of the map ``V3 -> uv`` on faces ``F``, by :func:`surfmap.distortion` for every method.
 
@@ -203,16 +206,8 @@ def main(argv=None) -> int:
 
         result = dict(method=spec["method"], error=f"{type(err).__name__}: {err}",
                       traceback=traceback.format_exc())
-    Path(spec["result"]).write_text(json.dumps(result, default=_json_default))
+    Path(spec["result"]).write_text(json.dumps(result, default=json_default))
     return 0
-
-
-def _json_default(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return str(x)
 
 
 if __name__ == "__main__":

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
+from surfmap._json import json_default as surfmap_json_default
+
 _DROP = ("traceback", "faces_file", "warm_s_raw")
 
 
 def json_default(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, Path):
+    """surfmap's encoder, and str() for anything else (a results file never fails to write)."""
+    try:
+        return surfmap_json_default(x)
+    except TypeError:
         return str(x)
-    return str(x)
 
 
 def strip_row(r: dict) -> dict:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._json import json_default
 from .exceptions import BatchError, InputFileNotFoundError, MeshError, SurfmapError
 
 __all__ = [
@@ -160,7 +161,7 @@ def _atomic(path: Path, write) -> Path:
 def write_json_atomic(obj, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    text = json.dumps(obj, indent=2, default=json_default) + "\n"
     return _atomic(path, lambda fh: fh.write(text.encode()))
 
 
@@ -184,16 +185,6 @@ def _cell(x) -> str:
     if isinstance(x, (list, tuple)):
         x = ",".join(map(str, x))
     return " ".join(str(x).split())  # no tab or newline inside a cell
-
-
-def _json_default(x):
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, Path):
-        return str(x)
-    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
 def distortion_dict(fm, mesh=None) -> dict:

@@ -11,23 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ._json import json_default
 from .exceptions import FormatError, InputFileNotFoundError, MeshError, ParameterError
 
 __all__ = ["FlatMap", "flatten"]
 
 _CORNER_POSITIONS = np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    return x
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,7 +94,7 @@ class FlatMap:
             faces=self.faces,
             vertex_map=self.vertex_map,
             corners=self.corners,
-            info=np.array(json.dumps(_jsonable(self.info))),
+            info=np.array(json.dumps(self.info, default=json_default)),
             format=np.array("surfmap.FlatMap/1"),
         )
         if self.vertices is not None:

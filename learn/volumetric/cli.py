@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     except (SurfmapError, OSError, ValueError) as exc:
         if args.debug:
             raise
-        print(f"surfmap-learn volumetric: {exc}", file=sys.stderr)
+        print(f"surfmap-learn volumetric: error: {exc}", file=sys.stderr)
         return 1
 
 
