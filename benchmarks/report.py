@@ -148,7 +148,7 @@ def headline(results: dict) -> str:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    s = [f"# surfmap benchmark results\n",
+    s = ["# surfmap benchmark results\n",
          f"Machine: {m['cpu']}, {m['cores']} cores; load average at start {m.get('loadavg_at_start')}; "
          f"{m['date']}; Python {m['python']}; versions {m['versions']}.  ",
          f"Settings: {results['settings']}. Total {results.get('total_s', 0):.0f} s.\n",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -31,7 +32,7 @@ def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def to_jsonable(obj):
-    """Dataclasses, paths, tuples and NumPy scalars -> plain JSON types."""
+    """Dataclasses, paths, tuples and NumPy scalars -> plain JSON types (NaN and inf -> None)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
@@ -41,7 +42,9 @@ def to_jsonable(obj):
     if isinstance(obj, Path):
         return str(obj)
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # NaN / inf are not JSON: an undefined metric is written as null
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return repr(obj)

@@ -18,7 +18,6 @@ and for the mean of the channels' probabilities.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from learn import ConfigError, MetricUndefinedError
-from learn.checkpoint import save_checkpoint, unwrap_model
+from learn.checkpoint import save_checkpoint, to_jsonable, unwrap_model
 from learn.cv import check_disjoint, leave_one_group_out, stratified_group_kfold
 from learn.metrics import binary_metrics, bootstrap_ci
 from learn.training import evaluate, fit
@@ -397,7 +396,7 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         meta = {"scheme": cv.scheme, "n_splits": len(splits), "shuffled_labels": cv.shuffle_labels,
                 "synthetic": bool("synthetic" in dataset.table.columns and dataset.table["synthetic"].any()),
                 "channels": channels, "per_channel": cv.per_channel, "n_subjects": len(dataset)}
-        (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "results": results}), indent=2))
+        (out / "results.json").write_text(json.dumps(to_jsonable({"meta": meta, "results": results}), indent=2))
         _results_table(results).to_csv(out / "results.csv", index=False)
     return {"predictions": pred, "results": results, "splits": splits}
 
@@ -434,15 +433,3 @@ def _safe_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_+" else "_" for ch in name)[:100]
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.generic,)):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return None
-    if dataclasses.is_dataclass(x):
-        return _jsonable(dataclasses.asdict(x))
-    return x
