@@ -110,17 +110,17 @@ def _fix_densenet_keys(state: dict) -> dict:
 
 
 def load_state_dict_file(path) -> dict:
-    """Read a state dict from a ``.pth`` / ``.pt`` file (a bare state dict, or a checkpoint with ``"model"``)."""
+    """Read a state dict from a ``.pth`` / ``.pt`` file (a bare state dict, or a checkpoint with ``"model"``).
+
+    Read with ``torch.load(weights_only=True)`` only: a file that needs more (pickled Python objects,
+    which could run code) is refused with a :class:`ConfigError` that says how to convert a file you trust.
+    """
+    from learn.checkpoint import safe_torch_load
+
     path = Path(path)
     if not path.is_file():
         raise WeightsNotFoundError(f"weights file {str(path)!r} does not exist; check the path")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001
-            raise ConfigError(f"weights file {str(path)!r} could not be read by torch.load ({exc})") from exc
+    state = safe_torch_load(path, "weights file", ConfigError)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -78,3 +78,70 @@ def test_load_checkpoint_errors(tmp_path):
     (tmp_path / "bad.pt").write_text("not a checkpoint")
     with pytest.raises(FormatError, match="could not be read"):
         load_checkpoint(tmp_path / "bad.pt")
+
+
+class _RunsCode:
+    """Unpickling this calls os.system (what a hostile weights file does)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def _hostile_file(tmp_path, name):
+    marker = tmp_path / f"{name}.ran"
+    path = tmp_path / name
+    torch.save({"model": {"w": torch.zeros(2)}, "payload": _RunsCode(marker)}, path)
+    return path, marker
+
+
+def test_load_checkpoint_refuses_code_and_runs_none(tmp_path):
+    path, marker = _hostile_file(tmp_path, "evil.pt")
+    with pytest.raises(FormatError, match=r"was not loaded: .*weights_only=True.*convert_trusted_checkpoint"):
+        load_checkpoint(path)
+    assert not marker.exists()  # the pickled os.system never ran
+
+
+def test_load_state_dict_file_refuses_code_and_runs_none(tmp_path):
+    from learn.surface.models import load_state_dict_file
+
+    path, marker = _hostile_file(tmp_path, "evil.pth")
+    with pytest.raises(ConfigError, match=r"weights file .*evil.pth.* was not loaded: .*could run code"):
+        load_state_dict_file(path)
+    assert not marker.exists()
+
+
+def test_checkpoint_holds_only_plain_data(tmp_path):
+    import numpy as np
+
+    from learn.checkpoint import plain_state
+    from learn.utils import rng_state, set_rng_state
+
+    m = nn.Linear(3, 2)
+    np.random.seed(3)
+    save_checkpoint(tmp_path / "c.pt", model=m, epoch=1, args=Exp(), rng=rng_state(),
+                    history={"auc": [np.float64(0.5)], "idx": np.arange(4)})
+    expected = np.random.rand(3)
+    ck = torch.load(tmp_path / "c.pt", weights_only=True)  # the file needs nothing beyond plain data
+    assert ck["history"]["auc"] == [0.5] and ck["history"]["idx"].tolist() == [0, 1, 2, 3]
+    set_rng_state(ck["rng"])  # the NumPy state, stored as a tensor, restores the stream exactly
+    np.testing.assert_array_equal(np.random.rand(3), expected)
+    with pytest.raises(TypeError, match=r"checkpoint.hook: a builtins.function cannot be stored"):
+        plain_state({"hook": lambda x: x})
+
+
+def test_convert_trusted_checkpoint(tmp_path):
+    import numpy as np
+
+    from learn.checkpoint import convert_trusted_checkpoint
+
+    old = tmp_path / "old.pt"
+    torch.save({"model": nn.Linear(3, 2).state_dict(), "epoch": 0, "rng": np.random.get_state()}, old)
+    with pytest.raises(FormatError, match="was not loaded"):
+        load_checkpoint(old)  # the NumPy RNG tuple of older checkpoints needs unpickling
+    ck = load_checkpoint(convert_trusted_checkpoint(old, tmp_path / "new.pt"), nn.Linear(3, 2))
+    assert ck["epoch"] == 0 and isinstance(ck["rng"][1], torch.Tensor)
