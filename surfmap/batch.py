@@ -19,24 +19,45 @@ once in ``_template/<hemi>/``), ``status.json`` (written last: the job is finish
 ``manifest.tsv`` (one row per subject and hemisphere: status, paths, channels) and
 ``failures.tsv`` (subject, hemi, error type and message). A failed subject does not stop the
 batch. Every file is written under a temporary name and renamed, so a crash leaves no partial
-output; re-running skips jobs whose ``status.json`` exists and retries the failed ones.
+output (stale temporary files of a killed run are removed by the next one).
+
+Re-runs: ``status.json`` records the job's settings (:func:`job_settings`: method, size,
+sampling, NaN policy, channels, each input file's size and modification time, the template
+map's content hash, and any ``Job.extra`` keys) and the size of each output. A job is skipped
+only when all of these match and its outputs are there; otherwise it is done again (the manifest
+says why). The shared template map of ``_template/<hemi>/`` is flattened once per settings and
+never replaced: a run asking for another one is refused (use another output folder).
+
+Concurrency and interruption: :func:`run_batch` holds a lock on ``out`` (a second batch on the
+same folder is refused). SIGINT (Ctrl-C) stops handing out jobs and lets running ones finish
+(a second SIGINT stops them); SIGTERM stops at once, ending the workers. Either way
+``manifest.tsv`` is written with the true state of every job (``done``, ``skipped``,
+``failed``, ``interrupted``, ``cancelled``) and :class:`BatchInterrupted` is raised. A worker
+process that dies (killed, out of memory) fails its own job, naming the subject; a new worker
+takes the remaining jobs.
 
 Execution: in this process (``n_jobs=1``), local processes (``n_jobs > 1``, spawn start method,
 one numba thread each), or a Dask cluster (``scheduler="tcp://host:8786"``, needs
 ``dask.distributed``; the workers must see the input and output folders at the same paths, e.g.
 a shared file system). Jobs are independent and write only their own folder; the manifest is
-written by the process that called :func:`run_batch`.
+written by the process that called :func:`run_batch`. Subject and hemisphere names become folder
+names: they are checked first (no path separator, no ``..``, no absolute path).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -47,8 +68,12 @@ from .exceptions import BatchError, InputFileNotFoundError, MeshError, SurfmapEr
 
 __all__ = [
     "BatchError",  # re-exported from surfmap.exceptions
+    "BatchInterrupted",
     "BatchResult",
     "Job",
+    "batch_lock",
+    "check_name",
+    "job_settings",
     "detect_layout",
     "freesurfer_jobs",
     "hcp_jobs",
@@ -99,6 +124,14 @@ class Job:
         Flattening method, image size, :class:`~surfmap.Rasterizer` mode and NaN policy.
     problem : str or None
         A problem found while listing the cohort (a missing file): the job fails with it.
+    extra : dict
+        More settings (JSON values) recorded in ``status.json`` and compared on re-run, for
+        steps added to the job (e.g. resampling).
+
+    Raises
+    ------
+    BatchError
+        A subject or hemisphere name that cannot be a folder name (:func:`check_name`).
     """
 
     subject: str
@@ -115,6 +148,49 @@ class Job:
     sampling: str = "barycentric"
     nan_policy: str = "raise"
     problem: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        check_name(self.subject, "subject")
+        if self.hemi not in HEMIS:
+            raise BatchError(f"hemi: expected one of {list(HEMIS)}; found {self.hemi!r}")
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """A batch stopped by SIGINT or SIGTERM, after writing its manifest (``result``)."""
+
+    def __init__(self, signum: int, result: BatchResult | None = None):
+        super().__init__(f"the batch was stopped by {signal.Signals(signum).name}")
+        self.signum = int(signum)
+        self.result = result
+
+
+def check_name(name, what: str = "subject", where: str = "") -> str:
+    """``name`` when it can be one folder name under the output folder, else a :class:`BatchError`.
+
+    Refused: empty names, path separators (``/``, ``\\``), ``.`` and ``..``, absolute paths,
+    NUL and other control characters, names starting with ``.`` (hidden and temporary files)
+    and ``_template`` (the template mode's folder).
+    """
+    where = f"{where}: " if where else ""
+    if not isinstance(name, str) or not name.strip():
+        raise BatchError(f"{where}{what}: expected a non-empty name; found {name!r}")
+    bad = [c for c in ("/", "\\", os.sep, os.altsep or "/") if c in name]
+    problem = None
+    if bad:
+        problem = f"contains the path separator {bad[0]!r}"
+    elif name in (".", "..") or name.startswith("."):
+        problem = "starts with '.' (a relative path or a hidden file)"
+    elif os.path.isabs(name) or (len(name) > 1 and name[1] == ":"):
+        problem = "is an absolute path"
+    elif any(ord(c) < 32 for c in name):
+        problem = "contains a control character"
+    elif name == "_template":
+        problem = "is the template mode's folder name"
+    if problem:
+        raise BatchError(f"{where}{what} {name!r} {problem}; it would become a folder outside "
+                         f"<out>/<{what}>/. Use plain subject IDs (letters, digits, '-', '_')")
+    return name
 
 
 @dataclass
@@ -129,8 +205,12 @@ class BatchResult:
         return sum(r["status"] == status for r in self.records)
 
     def summary(self) -> str:
-        return (f"{len(self.records)} jobs: {self.count('done')} done, {self.count('skipped')} skipped "
+        text = (f"{len(self.records)} jobs: {self.count('done')} done, {self.count('skipped')} skipped "
                 f"(already finished), {self.count('failed')} failed")
+        for extra in ("interrupted", "cancelled"):
+            if self.count(extra):
+                text += f", {self.count(extra)} {extra}"
+        return text
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,7 +293,7 @@ def _subject_dirs(root: Path, marker: str, subjects, what: str) -> list[Path]:
     if not root.is_dir():
         raise InputFileNotFoundError(f"{root}: no such folder ({what})")
     if subjects:
-        return [root / s for s in subjects]
+        return [root / check_name(s, "subject", "subjects") for s in subjects]
     found = sorted(p for p in root.iterdir() if p.is_dir() and (p / marker).is_dir()
                    and not p.name.startswith(("fsaverage", ".", "_")))
     if not found:
@@ -347,10 +427,7 @@ def table_jobs(table, out, *, template: str | None = None, template_surface: str
     table = Path(table)
     if not table.is_file():
         raise InputFileNotFoundError(f"{table}: no such table file")
-    delim = "\t" if table.suffix.lower() in (".tsv", ".tab") else ","
-    with open(table, newline="") as fh:
-        rows = list(csv.DictReader(fh, delimiter=delim))
-    cols = list(rows[0].keys()) if rows else []
+    rows, cols = _read_table(table)
     for need in ("subject", "hemi"):
         if need not in cols:
             raise BatchError(f"{table}: expected a '{need}' column; found columns {cols}")
@@ -366,6 +443,7 @@ def table_jobs(table, out, *, template: str | None = None, template_surface: str
 
     maps = {}
     jobs = []
+    seen = {}
     from .io import normalize_hemi
 
     for i, r in enumerate(rows, start=2):
@@ -376,6 +454,12 @@ def table_jobs(table, out, *, template: str | None = None, template_surface: str
             raise BatchError(f"{table}, line {i}: {err}") from None
         if not subject:
             raise BatchError(f"{table}, line {i}: empty 'subject'")
+        check_name(subject, "subject", f"{table}, line {i}")
+        if (subject, hemi) in seen:
+            raise BatchError(f"{table}, lines {seen[subject, hemi]} and {i}: subject {subject!r} hemi {hemi!r} "
+                             "is listed twice; expected one row per subject and hemisphere (both would write "
+                             f"{subject}/{hemi}/). Remove or rename one of them")
+        seen[subject, hemi] = i
         mets = tuple((m, resolve(r.get(m))) for m in metric_cols)
         missing = [p or f"(column '{m}' empty)" for m, p in mets if not p or not Path(p).exists()]
         common = {"subject": subject, "hemi": hemi, "out_dir": str(Path(out) / subject / hemi), "metrics": mets,
@@ -396,6 +480,35 @@ def table_jobs(table, out, *, template: str | None = None, template_surface: str
     if not jobs:
         raise BatchError(f"{table}: the table has no rows")
     return jobs
+
+
+def _read_table(table: Path) -> tuple[list[dict], list[str]]:
+    """Rows and column names of a CSV/TSV table (UTF-8, with or without a byte-order mark)."""
+    delim = "\t" if table.suffix.lower() in (".tsv", ".tab") else ","
+    raw = table.read_bytes()
+    if b"\x00" in raw[:4096]:
+        raise BatchError(f"{table}: a binary file (NUL bytes); expected a CSV/TSV text table with columns "
+                         "subject, hemi, surface, mask and one per metric")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise BatchError(f"{table}, line {line}: not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}); "
+                         "save the table as UTF-8 (e.g. iconv -f latin1 -t utf-8)") from None
+    try:
+        reader = csv.DictReader(text.splitlines(), delimiter=delim)
+        rows = list(reader)
+        cols = [c.strip() for c in (reader.fieldnames or [])]
+    except csv.Error as err:
+        raise BatchError(f"{table}: not a valid CSV/TSV table ({err})") from None
+    if not cols:
+        raise BatchError(f"{table}: the table is empty; expected a header row (subject, hemi, ...) and one row "
+                         "per subject and hemisphere")
+    rows = [{(k or "").strip(): v for k, v in r.items()} for r in rows]
+    if not rows:
+        raise BatchError(f"{table}: the table has a header ({', '.join(cols)}) but no rows; expected one row "
+                         "per subject and hemisphere")
+    return rows, cols
 
 
 def detect_layout(source) -> str:
@@ -423,7 +536,9 @@ def prepare_template(out, hemi: str, template: str = "fslr32k", *, method: str =
                      surface: str | None = None) -> tuple[Path, int | None]:
     """Flatten a template hemisphere once for a cohort: ``out/_template/<hemi>/flatmap.npz``.
 
-    Re-used when it exists with the same settings. Also writes ``distortion.json``.
+    Written once per output folder (with ``distortion.json``, then ``template.json`` recording
+    its settings) and re-used by later runs with the same settings; never replaced, since
+    finished images depend on it.
 
     Parameters
     ----------
@@ -437,25 +552,53 @@ def prepare_template(out, hemi: str, template: str = "fslr32k", *, method: str =
 
     Returns
     -------
-    (path to flatmap.npz, vertex count of the template mesh or None for a given map file)
+    (path to flatmap.npz, vertex count of the template mesh, or for a given map file the count
+    it records (None for maps of older surfmap versions))
+
+    Raises
+    ------
+    BatchError
+        ``out`` already holds a template map made with other settings, or another batch holds
+        the folder's lock.
     """
-    from .flatmap import flatten
-    from .io import read_surface
-    from .templates import load_template
+    from .flatmap import FlatMap
 
     if template.endswith(".npz") or os.path.sep in template:
         given = Path(template.replace("{hemi}", hemi))
         if not given.is_file():
             raise InputFileNotFoundError(f"{given}: no such flat-map file (template for hemi {hemi!r})")
-        return given.resolve(), None
-    folder = Path(out) / "_template" / hemi
+        n = FlatMap.load(given).info.get("n_original")  # validates the file; None for maps of older surfmap
+        return given.resolve(), (int(n) if n is not None else None)
+    with batch_lock(out):
+        return _prepare_template(Path(out), hemi, template, method, surface)
+
+
+def _prepare_template(out: Path, hemi: str, template: str, method: str, surface) -> tuple[Path, int]:
+    from .flatmap import flatten
+    from .io import read_surface
+    from .templates import load_template
+
+    folder = out / "_template" / hemi
     fm_path = folder / "flatmap.npz"
     settings = {"template": template, "hemi": hemi, "method": method, "surface": surface}
     done = folder / "template.json"
-    if fm_path.exists() and done.exists():
-        info = json.loads(done.read_text())
-        if info.get("settings") == settings:
+    if done.exists():
+        try:
+            info = json.loads(done.read_text())
+            old = info["settings"]
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise BatchError(f"{done}: unreadable ({err}); the template map of this folder cannot be checked. "
+                             f"Remove {folder} and the subject folders, or use another output folder") from None
+        if old == settings and fm_path.exists():
             return fm_path, int(info["n_vertices"])
+        if old != settings:
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+            raise BatchError(
+                f"{folder}: this output folder's template map was made with other settings ({diff}); the images "
+                "already there use it, and one folder holds images of one map. Use another output folder (-o) "
+                f"for these settings, or remove {folder} and the subject folders to start over")
+        raise BatchError(f"{fm_path}: missing, though {done.name} records it; remove {folder} and the subject "
+                         "folders, or use another output folder")
     if surface is not None and os.path.sep not in surface and not Path(surface).exists():
         tpl = load_template(template, hemi, surface=surface)
         mesh = tpl.mesh
@@ -470,23 +613,134 @@ def prepare_template(out, hemi: str, template: str = "fslr32k", *, method: str =
     fm.save(fm_path)
     write_json_atomic(distortion_dict(fm, mesh), folder / "distortion.json")
     write_json_atomic({"settings": settings, "n_vertices": tpl.n_vertices,
-                       "seconds": round(time.perf_counter() - t0, 3)}, done)
+                       "seconds": round(time.perf_counter() - t0, 3)}, done)  # last: the map is final
     logger.info("template %s %s flattened (%s) -> %s", template, hemi, method, fm_path)
     return fm_path, tpl.n_vertices
 
 
-_MAP_CACHE: dict = {}
+_MAP_CACHE: OrderedDict = OrderedDict()  # (path, mtime, size) -> FlatMap; the last few maps only
+_MAP_CACHE_SIZE = 4
+_HASH_CACHE: OrderedDict = OrderedDict()  # (path, mtime, size) -> sha1 of the file
+_HASH_CACHE_SIZE = 64
+
+
+def _remember(cache: OrderedDict, limit: int, key, make):
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+        while len(cache) > limit:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return value
+
+
+def _stat_key(path) -> tuple:
+    st = os.stat(path)
+    return (str(path), st.st_mtime_ns, st.st_size)
 
 
 def _template_rasterizer(job: Job):
     from .flatmap import FlatMap
     from .raster import cached_rasterizer
 
-    key = (job.template_map, os.stat(job.template_map).st_mtime_ns)
-    fm = _MAP_CACHE.get(key)
-    if fm is None:
-        fm = _MAP_CACHE[key] = FlatMap.load(job.template_map)
+    fm = _remember(_MAP_CACHE, _MAP_CACHE_SIZE, _stat_key(job.template_map), lambda: FlatMap.load(job.template_map))
     return fm, cached_rasterizer(fm, size=job.size, mode=job.sampling, nan_policy=job.nan_policy)
+
+
+def _file_sha1(path) -> str:
+    def digest():
+        h = hashlib.sha1()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    return _remember(_HASH_CACHE, _HASH_CACHE_SIZE, _stat_key(path), digest)
+
+
+def _file_identity(path) -> dict | None:
+    if not path:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return {"path": str(path), "missing": True}
+    return {"path": str(path), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def job_settings(job: Job) -> dict:
+    """What a job's outputs depend on, as recorded in its ``status.json`` and compared on re-run.
+
+    Method, image size, sampling, NaN policy, channel names, each input file's path, size and
+    modification time, the template map's content hash (template mode), and ``job.extra``.
+    """
+    inputs = {f"metric:{name}": _file_identity(path) for name, path in job.metrics}
+    inputs.update(surface=_file_identity(job.surface), mask=_file_identity(job.mask))
+    settings = {
+        "mode": "template" if job.template_map else "native",
+        "method": job.method, "size": int(job.size), "sampling": job.sampling, "nan_policy": job.nan_policy,
+        "channels": [name for name, _ in job.metrics],
+        "mask_template": job.mask_template,
+        "inputs": {k: v for k, v in inputs.items() if v is not None},
+    }
+    if job.template_map:
+        try:
+            settings["template_map"] = {"path": str(job.template_map), "sha1": _file_sha1(job.template_map)}
+        except OSError:
+            settings["template_map"] = {"path": str(job.template_map), "missing": True}
+    settings.update(job.extra)
+    return json.loads(json.dumps(settings, default=json_default))  # the form read back from status.json
+
+
+def _describe_change(old: dict, new: dict) -> str:
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "inputs" and isinstance(a, dict) and isinstance(b, dict):
+            names = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            changed.append("input file(s) changed: " + ", ".join(names))
+        elif key == "template_map":
+            changed.append("the template map changed")
+        else:
+            changed.append(f"{key} {a!r} -> {b!r}")
+    return "; ".join(changed)
+
+
+def _output_sizes(out: Path, rec: dict) -> dict:
+    root = out.parent.parent
+    files = [rec["images"]] + ([rec["flatmap"], rec["distortion"]] if rec.get("mode") == "native" else [])
+    return {f: (root / f).stat().st_size for f in files if f}
+
+
+def _why_redo(prev: dict, settings: dict, out: Path) -> str | None:
+    """None when a finished job matches ``settings`` and has its outputs; else the reason to redo it."""
+    old = prev.get("settings")
+    if not isinstance(old, dict):
+        return "its status.json records no settings (written by an older surfmap)"
+    if old != settings:
+        return f"settings changed: {_describe_change(old, settings)}"
+    outputs = prev.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
+        return "its status.json records no outputs"
+    root = out.parent.parent
+    for name, size in outputs.items():
+        path = root / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} when written (truncated or replaced)"
+    return None
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Temporary files that a killed process left (``.<name>.<pid>.tmp[.npz]``); the folder's lock is ours."""
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".tmp.npz")):
+                p.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,33 +748,51 @@ def _template_rasterizer(job: Job):
 
 
 def run_job(job: Job) -> dict:
-    """Process one subject and hemisphere; never raises (a failure is returned as a record).
+    """Process one subject and hemisphere; never raises an ``Exception`` (a failure is a record).
+
+    A job whose ``status.json`` records the same :func:`job_settings` and whose outputs are
+    there is skipped; any difference makes it run again (``message`` says why).
 
     Returns
     -------
     dict
-        The manifest record: ``status`` is ``"done"``, ``"skipped"`` (``status.json`` already
-        there) or ``"failed"`` (with ``error`` and ``message``).
+        The manifest record: ``status`` is ``"done"``, ``"skipped"`` or ``"failed"`` (with
+        ``error`` and ``message``).
     """
-    out = Path(job.out_dir)
-    status_path = out / "status.json"
-    base = {"subject": job.subject, "hemi": job.hemi}
-    if status_path.exists():
-        try:
-            rec = json.loads(status_path.read_text())
-            rec["status"] = "skipped"
-            return rec
-        except (OSError, ValueError):
-            pass  # unreadable: do the job again
     t0 = time.perf_counter()
     try:
-        rec = _process(job, out)
+        return _run_job(job, t0)
     except Exception as err:  # noqa: BLE001 - a batch records every failure and goes on
         logger.debug("job %s %s failed:\n%s", job.subject, job.hemi, traceback.format_exc())
-        msg = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
-        return {**base, "status": "failed", "error": type(err).__name__, "message": msg,
-                "seconds": round(time.perf_counter() - t0, 3)}
-    rec.update(base, status="done", seconds=round(time.perf_counter() - t0, 3))
+        return {**_crash(job, err), "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def _read_status(path: Path) -> dict | None:
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}  # unreadable: the job is done again
+    return rec if isinstance(rec, dict) else {}
+
+
+def _run_job(job: Job, t0: float) -> dict:
+    out = Path(job.out_dir)
+    status_path = out / "status.json"
+    _remove_stale_tmp(out)
+    settings = job_settings(job)
+    prev = _read_status(status_path)
+    redo = None
+    if prev is not None:
+        redo = _why_redo(prev, settings, out)
+        if redo is None:
+            return {**prev, "status": "skipped", "message": ""}
+        logger.info("%s %s: doing it again: %s", job.subject, job.hemi, redo)
+        status_path.unlink(missing_ok=True)  # from here on the old outputs are not "finished"
+    rec = _process(job, out)
+    rec.update(subject=job.subject, hemi=job.hemi, status="done", seconds=round(time.perf_counter() - t0, 3),
+               settings=settings, outputs=_output_sizes(out, rec), message=f"redone: {redo}" if redo else "")
     write_json_atomic(rec, status_path)
     return rec
 
@@ -533,7 +805,7 @@ def _process(job: Job, out: Path) -> dict:
     rec = {"method": job.method, "size": job.size, "sampling": job.sampling}
     if job.template_map:
         fm, R = _template_rasterizer(job)
-        n = job.n_vertices
+        n = job.n_vertices if job.n_vertices is not None else fm.info.get("n_original")
         dist = Path(job.template_map).with_name("distortion.json")
         rec.update(flatmap=os.path.relpath(job.template_map, out.parent.parent),
                    distortion=os.path.relpath(dist, out.parent.parent) if dist.exists() else "",
@@ -579,6 +851,61 @@ def _process(job: Job, out: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# the output folder's lock
+
+_LOCKS: dict = {}  # resolved folder -> [open lock file, depth]; re-entrant within this process
+_LOCKS_GUARD = threading.Lock()
+LOCK_NAME = ".surfmap-batch.lock"
+
+
+@contextlib.contextmanager
+def batch_lock(out):
+    """Hold an exclusive lock on the output folder ``out`` (``out/.surfmap-batch.lock``).
+
+    The lock is an ``flock`` on a file: the system releases it when the process ends, even when
+    killed, so a stale lock never blocks a later run. Re-entrant within one process.
+
+    Raises
+    ------
+    BatchError
+        Another process holds the lock (a batch writing to the same folder).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = str(out.resolve())
+    with _LOCKS_GUARD:
+        held = _LOCKS.get(key)
+        if held is None:
+            fh = open(out / LOCK_NAME, "a+")
+            try:
+                import fcntl
+
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except ImportError:  # pragma: no cover - no flock (Windows): no lock
+                logger.warning("%s: file locks are not available here; do not run two batches on it", out)
+            except OSError:
+                fh.seek(0)
+                owner = fh.read().strip() or "another process"
+                fh.close()
+                raise BatchError(f"{out}: another surfmap batch ({owner}) is writing to this output folder; wait "
+                                 "for it to finish, or use another output folder (-o)") from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()}\n")
+            fh.flush()
+            held = _LOCKS[key] = [fh, 0]
+        held[1] += 1
+    try:
+        yield out
+    finally:
+        with _LOCKS_GUARD:
+            held[1] -= 1
+            if held[1] == 0:
+                del _LOCKS[key]
+                held[0].close()  # releases the flock
+
+
+# ---------------------------------------------------------------------------------------------
 # a whole batch
 
 
@@ -599,6 +926,41 @@ def _progress(total: int, enabled):
     return tqdm(total=total, unit="job", desc="subjects", disable=not enabled)
 
 
+class _Stop:
+    """Signal handlers of a running batch: the first SIGINT stops handing out jobs (running ones
+    finish), a second SIGINT or a SIGTERM stops at once. ``raise_now``: in-process jobs, where
+    stopping means interrupting the job (raise :class:`BatchInterrupted`)."""
+
+    def __init__(self, raise_now: bool):
+        self.raise_now = raise_now
+        self.signum = None  # the first stop signal
+        self.now = False  # stop running jobs too
+        self._old = {}
+
+    def __call__(self, signum, frame):
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if signum == signal.SIGTERM or not first:
+            self.now = True
+        if self.raise_now:
+            raise BatchInterrupted(signum)
+        if first and not self.now:
+            logger.warning("stopping: no new jobs; waiting for the running ones (interrupt again to stop them)")
+
+    def install(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self)
+        return self
+
+    def restore(self):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old.clear()
+
+
 def run_batch(jobs, out, *, n_jobs: int = 1, scheduler=None, progress=None) -> BatchResult:
     """Run jobs, record them, write ``manifest.tsv`` and ``failures.tsv`` in ``out``.
 
@@ -606,7 +968,7 @@ def run_batch(jobs, out, *, n_jobs: int = 1, scheduler=None, progress=None) -> B
     ----------
     jobs : list of Job
     out : path
-        The batch's output folder (the jobs' folders are inside it).
+        The batch's output folder (the jobs' folders are inside it). Locked for the run.
     n_jobs : int
         Local worker processes (spawn start method); 1 runs in this process.
     scheduler : str or dask.distributed.Client, optional
@@ -618,20 +980,33 @@ def run_batch(jobs, out, *, n_jobs: int = 1, scheduler=None, progress=None) -> B
     -------
     BatchResult
         Records in the order of ``jobs``.
+
+    Raises
+    ------
+    BatchError
+        ``n_jobs`` below 1, two jobs writing the same folder, or another batch holding the lock.
+    BatchInterrupted
+        SIGINT or SIGTERM stopped the batch; the manifest was written first (``err.result``).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if n_jobs < 1:
-        raise BatchError(f"n_jobs: expected a positive number of processes; found {n_jobs}")
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise BatchError(f"n_jobs (--jobs): expected a positive number of processes; found {n_jobs!r}")
+    seen = {}
+    for job in jobs:
+        key = os.path.normpath(job.out_dir)
+        if key in seen:
+            raise BatchError(f"jobs {seen[key]} and {job.subject} {job.hemi}: both write {job.out_dir}; expected "
+                             "one job per subject and hemisphere. Remove the duplicate")
+        seen[key] = f"{job.subject} {job.hemi}"
+    with batch_lock(out):
+        _remove_stale_tmp(out)
+        return _run_locked(list(jobs), out, n_jobs, scheduler, progress)
+
+
+def _run_locked(jobs, out: Path, n_jobs, scheduler, progress) -> BatchResult:
     records: list = [None] * len(jobs)
-    pending = []
-    for i, job in enumerate(jobs):
-        if (Path(job.out_dir) / "status.json").exists():
-            records[i] = run_job(job)  # reads the record back: skipped
-        else:
-            pending.append(i)
+    pending = list(range(len(jobs)))
     bar = _progress(len(jobs), progress)
-    bar.update(len(jobs) - len(pending))
 
     def done(i, rec):
         records[i] = rec
@@ -639,49 +1014,173 @@ def run_batch(jobs, out, *, n_jobs: int = 1, scheduler=None, progress=None) -> B
         if rec["status"] == "failed":
             logger.warning("%s %s failed: %s", rec["subject"], rec["hemi"], rec["message"])
 
+    pool = scheduler is None and n_jobs > 1 and len(pending) > 1
+    stop = _Stop(raise_now=scheduler is None and not pool).install()
+    running: set = set()
     try:
         if scheduler is not None:
-            _run_dask(jobs, pending, scheduler, done)
-        elif n_jobs > 1 and len(pending) > 1:
-            _run_pool(jobs, pending, n_jobs, done)
+            _run_dask(jobs, pending, scheduler, done, stop)
+        elif pool:
+            _run_pool(jobs, pending, n_jobs, done, stop, running)
         else:
             for i in pending:
+                if stop.signum is not None:
+                    break
+                running.add(i)
                 done(i, run_job(jobs[i]))
+                running.discard(i)
+    except KeyboardInterrupt as err:
+        if stop.signum is None:
+            stop.signum = getattr(err, "signum", signal.SIGINT)
     finally:
+        stop.restore()
         bar.close()
+        name = signal.Signals(stop.signum).name if stop.signum is not None else None
         for i, job in enumerate(jobs):
             if records[i] is None:
-                records[i] = {"subject": job.subject, "hemi": job.hemi, "status": "failed",
-                              "error": "Interrupted", "message": "the batch stopped before this job ran"}
+                if i in running:
+                    _remove_stale_tmp(Path(job.out_dir))
+                    msg = (f"the batch was stopped ({name}) while this job ran; its outputs were not written. "
+                           "Run the batch again to do it") if name else "the batch stopped while this job ran"
+                    records[i] = {**_record(job), "status": "interrupted", "error": "Interrupted", "message": msg}
+                else:
+                    msg = (f"the batch was stopped ({name}) before this job started. Run the batch again to do "
+                           "it") if name else "the batch stopped before this job started"
+                    records[i] = {**_record(job), "status": "cancelled", "error": "Cancelled", "message": msg}
         result = BatchResult(records=records)
         result.manifest = write_tsv_atomic(records, MANIFEST_COLUMNS, out / "manifest.tsv")
-        result.failures = write_tsv_atomic([r for r in records if r["status"] == "failed"], FAILURE_COLUMNS,
-                                           out / "failures.tsv")
+        result.failures = write_tsv_atomic([r for r in records if r["status"] in ("failed", "interrupted")],
+                                           FAILURE_COLUMNS, out / "failures.tsv")
+    if stop.signum is not None:
+        raise BatchInterrupted(stop.signum, result)
     return result
 
 
+def _record(job: Job) -> dict:
+    return {"subject": job.subject, "hemi": job.hemi}
+
+
 def _crash(job: Job, err: BaseException) -> dict:
-    return {"subject": job.subject, "hemi": job.hemi, "status": "failed", "error": type(err).__name__,
+    return {**_record(job), "status": "failed", "error": type(err).__name__,
             "message": (str(err).strip().splitlines() or [repr(err)])[0]}
 
 
-def _run_pool(jobs, pending, n_jobs, done):
+# ---------------------------------------------------------------------------------------------
+# local worker processes
+
+_START_FAILURES = 3  # workers dying before taking a job, per worker slot, before the batch gives up
+
+
+def _worker_main(conn):
+    """A worker: run the jobs sent on ``conn`` until ``None`` or the batch process goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the batch process decides when to stop
+    _init_worker()
+    while True:
+        try:
+            job = conn.recv()
+        except (EOFError, OSError):
+            return
+        if job is None:
+            return
+        rec = run_job(job)
+        try:
+            conn.send(rec)
+        except OSError:
+            return
+
+
+class _Worker:
+    def __init__(self, ctx):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True, name="surfmap-batch-worker")
+        self.proc.start()
+        child.close()
+        self.job = None  # index of the job it runs
+
+    def stop(self, now: bool):
+        if self.proc.is_alive() and not now and self.job is None:
+            with contextlib.suppress(OSError):
+                self.conn.send(None)
+            self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.terminate()
+            self.proc.join(5)
+        if self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.conn.close()
+
+
+def _death(proc) -> str:
+    code = proc.exitcode
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _run_pool(jobs, pending, n_jobs, done, stop: _Stop, running: set):
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from collections import deque
+    from multiprocessing.connection import wait
 
-    with ProcessPoolExecutor(max_workers=min(n_jobs, len(pending)), mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker) as pool:
-        futures = {pool.submit(run_job, jobs[i]): i for i in pending}
-        for fut in as_completed(futures):
-            i = futures[fut]
-            try:
-                rec = fut.result()
-            except Exception as err:  # noqa: BLE001 - a worker died: record it, go on
-                rec = _crash(jobs[i], err)
-            done(i, rec)
+    ctx = mp.get_context("spawn")
+    queue = deque(pending)
+    workers: list[_Worker] = []
+    slots = min(n_jobs, len(pending))
+    start_failures = 0
+    try:
+        while True:
+            if stop.signum is None:
+                while queue and (len(workers) < slots or any(w.job is None for w in workers)):
+                    w = next((w for w in workers if w.job is None), None)
+                    if w is None:
+                        w = _Worker(ctx)
+                        workers.append(w)
+                    i = queue.popleft()
+                    w.job = i
+                    running.add(i)
+                    w.conn.send(jobs[i])
+            busy = [w for w in workers if w.job is not None]
+            if not busy or stop.now:
+                break
+            ready = wait([w.conn for w in busy] + [w.proc.sentinel for w in busy], timeout=0.2)
+            if not ready:
+                continue
+            for w in busy:
+                rec = None
+                if w.conn.poll():
+                    with contextlib.suppress(EOFError, OSError):
+                        rec = w.conn.recv()
+                if rec is not None:
+                    running.discard(w.job)
+                    done(w.job, rec)
+                    w.job = None
+                elif not w.proc.is_alive():
+                    i, job = w.job, jobs[w.job]
+                    _remove_stale_tmp(Path(job.out_dir))
+                    running.discard(i)
+                    done(i, {**_record(job), "status": "failed", "error": "WorkerDied",
+                             "message": f"the worker process running {job.subject} {job.hemi} died "
+                                        f"({_death(w.proc)}); its outputs were not written, the other jobs went "
+                                        "on. Run the batch again to retry it (out of memory? try fewer --jobs)"})
+                    workers.remove(w)
+                    w.stop(now=True)
+            for w in [w for w in workers if w.job is None and not w.proc.is_alive()]:
+                workers.remove(w)  # died between jobs (e.g. at start): replaced when needed
+                w.stop(now=True)
+                start_failures += 1
+                if start_failures > _START_FAILURES * slots:
+                    raise BatchError(f"worker processes keep dying before taking a job ({_death(w.proc)}); "
+                                     "run with --jobs 1 to see the error")
+    finally:
+        for w in workers:
+            w.stop(now=stop.now)
 
 
-def _run_dask(jobs, pending, scheduler, done):
+def _run_dask(jobs, pending, scheduler, done, stop: _Stop):
     try:
         from dask.distributed import Client, as_completed
     except ImportError as err:
@@ -689,6 +1188,7 @@ def _run_dask(jobs, pending, scheduler, done):
                          f"(or dask[distributed]) ({err})") from None
     own = not isinstance(scheduler, Client)
     client = Client(scheduler) if own else scheduler
+    futures = []
     try:
         futures = client.map(run_job, [jobs[i] for i in pending], pure=False)
         index = {f.key: i for f, i in zip(futures, pending)}
@@ -699,7 +1199,11 @@ def _run_dask(jobs, pending, scheduler, done):
             except Exception as err:  # noqa: BLE001 - a worker died: record it, go on
                 rec = _crash(jobs[i], err)
             done(i, rec)
+            if stop.signum is not None:
+                break
     finally:
+        if stop.signum is not None and futures:
+            client.cancel([f for f in futures if not f.done()])
         if own:
             client.close()
 

@@ -128,21 +128,60 @@ class FlatMap:
                     raise FormatError(
                         f"{path}: not a surfmap flat map (expected an .npz written by FlatMap.save)"
                     )
-                return cls(
-                    uv=z["uv"],
-                    faces=z["faces"],
-                    vertex_map=z["vertex_map"],
-                    corners=z["corners"],
-                    info=json.loads(str(z["info"])),
-                    vertices=z["vertices"] if "vertices" in z else None,
-                )
+                arrays = {k: z[k] for k in ("uv", "faces", "vertex_map", "corners")}
+                info = json.loads(str(z["info"]))
+                vertices = z["vertices"] if "vertices" in z else None
         except FormatError:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise FormatError(f"{path}: could not read the flat map: truncated or corrupt ({err})") from None
+        try:
+            fm = cls(**arrays, info=info, vertices=vertices)
+        except (MeshError, ValueError, TypeError) as err:
+            raise FormatError(f"{path}: not a valid flat map: {err}") from None
+        _check_loaded(fm, path)
+        return fm
 
     def __repr__(self) -> str:
         return f"FlatMap({self.n_vertices} vertices, {len(self.faces)} faces, method={self.info.get('method')!r})"
+
+
+# uv may leave the square by round-off only (the maps put the boundary on it to ~1e-12)
+_UV_SLACK = 1e-6
+
+
+def _check_loaded(fm: FlatMap, path) -> None:
+    """What a file can get wrong that the constructor does not check: FormatError naming the file."""
+    bad = f"{path}: not a valid flat map:"
+    fix = "re-create it with surfmap flatten (or FlatMap.save)"
+    if not isinstance(fm.info, dict):
+        raise FormatError(f"{bad} 'info' should be a JSON object (dict); found a {type(fm.info).__name__}; {fix}")
+    k = fm.n_vertices
+    if k == 0 or len(fm.faces) == 0:
+        raise FormatError(f"{bad} expected vertices and faces; found {k} vertices, {len(fm.faces)} faces; {fix}")
+    if not np.isfinite(fm.uv).all():
+        raise FormatError(f"{bad} {int((~np.isfinite(fm.uv)).any(axis=1).sum())} uv rows are NaN or inf; {fix}")
+    lo, hi = float(fm.uv.min()), float(fm.uv.max())
+    if lo < -_UV_SLACK or hi > 1 + _UV_SLACK:
+        raise FormatError(f"{bad} uv should lie in the unit square [0, 1]^2; found values in [{lo:.6g}, {hi:.6g}]; "
+                          f"{fix}")
+    if fm.corners.min() < 0 or fm.corners.max() >= k:
+        raise FormatError(f"{bad} corners should index the {k} uv rows; found {fm.corners.tolist()}; {fix}")
+    far = np.abs(fm.uv[fm.corners] - _CORNER_POSITIONS).max()
+    if far > 1e-3:
+        raise FormatError(f"{bad} the corners should sit at (0,0), (1,0), (1,1), (0,1); found "
+                          f"{np.round(fm.uv[fm.corners], 4).tolist()}; {fix}")
+    if fm.vertex_map.min() < 0:
+        raise FormatError(f"{bad} vertex_map should hold vertex indices (>= 0); found {int(fm.vertex_map.min())}; "
+                          f"{fix}")
+    n = fm.info.get("n_original")
+    if n is not None and (not isinstance(n, int) or fm.vertex_map.max() >= n):
+        raise FormatError(f"{bad} vertex_map reaches vertex {int(fm.vertex_map.max())}, but info['n_original'] "
+                          f"says the mesh had {n!r} vertices; {fix}")
+    area = float(fm.signed_areas().sum())
+    if area <= 0:
+        raise FormatError(f"{bad} the faces are mirrored (clockwise in the plane: total signed area {area:.3g}), "
+                          f"so images would be flipped left to right; {fix}")
 
 
 def flatten(mesh, keep, method: str = "area", **kw) -> FlatMap:
@@ -201,7 +240,8 @@ def flatten(mesh, keep, method: str = "area", **kw) -> FlatMap:
 
     conf = conformal_map(disk.mesh, **{k: v for k, v in kw.items() if k in conformal_keys})
     timings["conformal"] = time.perf_counter() - t0
-    info = {"method": method, "repairs": list(disk.repairs), "conformal": conf.info}
+    info = {"method": method, "n_original": int(mesh.n_vertices), "repairs": list(disk.repairs),
+            "conformal": conf.info}
     fm = conf
     if method == "area":
         t0 = time.perf_counter()

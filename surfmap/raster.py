@@ -41,7 +41,7 @@ from ._kernels import raster as _k
 from .exceptions import MeshError, MetricError, ParameterError
 from .flatmap import FlatMap
 
-__all__ = ["Rasterizer", "cached_rasterizer", "pixel_centres", "rasterize"]
+__all__ = ["ArgumentTypeError", "Rasterizer", "cached_rasterizer", "original_count", "pixel_centres", "rasterize"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,25 @@ NAN_POLICIES = ("raise", "ignore", "propagate")
 _INSIDE_EPS = 1e-12
 # pixels per parallel task of the sparse product
 _BLOCK = 4096
+
+
+class ArgumentTypeError(ParameterError, TypeError):
+    """An argument of the wrong type (a SurfmapError that is also a TypeError)."""
+
+
+def _check_flatmap(fm) -> FlatMap:
+    if not isinstance(fm, FlatMap):
+        raise ArgumentTypeError(f"fm: expected a surfmap.FlatMap; found "
+                                f"{type(fm).__name__} (make one with surfmap.flatten or FlatMap.load)")
+    return fm
+
+
+def original_count(fm: FlatMap) -> int | None:
+    """Vertex count of the mesh given to ``flatten`` (what ``vertex_map`` indexes), when the map records it."""
+    n = getattr(fm, "n_original", None)
+    if n is None and isinstance(fm.info, dict):
+        n = fm.info.get("n_original")
+    return int(n) if n is not None else None
 
 
 def pixel_centres(size: int) -> np.ndarray:
@@ -137,8 +156,7 @@ class Rasterizer:
 
     def __init__(self, fm: FlatMap, size: int = 224, mode: str = "barycentric",
                  nan_policy: str = "raise", fill_value: float = np.nan):
-        if not isinstance(fm, FlatMap):
-            raise TypeError(f"fm: expected a surfmap.FlatMap; found {type(fm).__name__}")
+        _check_flatmap(fm)
         self.size = _check_size(size)
         if mode not in MODES:
             raise ParameterError(f"mode: expected one of {MODES}; found {mode!r}")
@@ -155,6 +173,7 @@ class Rasterizer:
         self.nan_policy = nan_policy
         self.fill_value = float(fill_value)
         self.channels: list[str] | None = None
+        self._shared = False  # set by cached_rasterizer: then no call writes to the instance
         self.matrix = self._build()
         self.used = np.zeros(fm.n_vertices, dtype=bool)
         self.used[self.matrix.indices] = True
@@ -226,15 +245,22 @@ class Rasterizer:
     def _length(self, n: int, name: str) -> bool:
         """True when ``n`` values are indexed by flat vertex, False by original vertex."""
         k = self.n_vertices
-        if n == k:
+        n_orig = original_count(self.flatmap)
+        if n == k and n_orig in (None, k):
             return True
-        vmax = int(self.flatmap.vertex_map.max()) if k else -1
-        if n > vmax:
-            return False
-        raise MetricError(
-            f"{name}: expected {k} values (one per flat-map vertex) or the length of the mesh given "
-            f"to flatten (more than {vmax}); found {n}. Check that the metric belongs to this surface"
-        )
+        if n_orig is not None:
+            if n == n_orig:
+                return False
+            if n == k:
+                return True
+            expected = f"{n_orig} values (one per vertex of the mesh given to flatten) or {k} (one per flat-map vertex)"
+        else:  # a map saved by an older surfmap: the original count is unknown
+            vmax = int(self.flatmap.vertex_map.max()) if k else -1
+            if n > vmax:
+                return False
+            expected = f"{k} values (one per flat-map vertex) or the length of the mesh given to flatten (more than {vmax})"
+        raise MetricError(f"{name}: expected {expected}; found {n}. Check that the metric belongs to this surface "
+                          "(same subject, hemisphere and mesh resolution)")
 
     def _values(self, values):
         """-> (X (S, n, C), indexed by flat vertex?, channels or None, output ndim)."""
@@ -288,8 +314,12 @@ class Rasterizer:
             ``nan_policy="raise"``).
         """
         X, flat, channels, ndim = self._values(values)
-        if channels is not None:
+        if channels is not None and not self._shared:
             self.channels = channels
+        if np.iscomplexobj(X):
+            raise MetricError("values: expected real numbers; found complex values (dtype "
+                              f"{X.dtype}); pass the real part, the magnitude or the phase explicitly "
+                              "(np.real, np.abs, np.angle)")
         if X.dtype not in (np.float32, np.float64):
             if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
                 raise MetricError(f"values: expected numbers; found dtype {X.dtype}")
@@ -393,6 +423,10 @@ class Rasterizer:
             return vals
         vmap = self.flatmap.vertex_map
         n = int(to_original)
+        n_orig = original_count(self.flatmap)
+        if n_orig is not None and n != n_orig:
+            raise MetricError(f"to_original: expected {n_orig} (the vertex count of the mesh given to flatten); "
+                              f"found {n}")
         if n <= int(vmap.max()):
             raise MetricError(
                 f"to_original: the flat map's vertex_map indexes vertices up to {int(vmap.max())}; "
@@ -428,10 +462,15 @@ class Rasterizer:
             tpl = load_template(name, hemi)
             fm = flatten(tpl.mesh, tpl.cortex, method=method)
             _MAPS[key] = fm
+            while len(_MAPS) > _MAPS_SIZE:
+                _MAPS.popitem(last=False)
+        else:
+            _MAPS.move_to_end(key)
         return cached_rasterizer(fm, size=size, mode=mode, nan_policy=nan_policy)
 
 
-_MAPS: dict = {}
+_MAPS: OrderedDict = OrderedDict()  # flattened templates, the last few only
+_MAPS_SIZE = 4
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 8
 
@@ -449,14 +488,16 @@ def cached_rasterizer(fm: FlatMap, size: int = 224, mode: str = "barycentric",
                       nan_policy: str = "raise") -> Rasterizer:
     """A :class:`Rasterizer` shared by every caller with the same map (by content) and settings.
 
-    Keeps the 8 most recently used operators of the process (template mode).
+    Keeps the 8 most recently used operators of the process (template mode). The instance is
+    shared, so calls never change it: its ``channels`` stays None (the channel names of a dict
+    are its keys, in order).
     """
-    if not isinstance(fm, FlatMap):
-        raise TypeError(f"fm: expected a surfmap.FlatMap; found {type(fm).__name__}")
+    _check_flatmap(fm)
     key = (flatmap_key(fm), _check_size(size), mode, nan_policy)
     R = _CACHE.get(key)
     if R is None:
         R = Rasterizer(fm, size=size, mode=mode, nan_policy=nan_policy)
+        R._shared = True
         _CACHE[key] = R
         while len(_CACHE) > _CACHE_SIZE:
             _CACHE.popitem(last=False)
