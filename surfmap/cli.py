@@ -3,13 +3,15 @@
 Errors from surfmap (bad files, meshes that are not disks, ...) print one line,
 ``surfmap: error: <message>``, on stderr and exit with status 1; ``--debug`` shows the traceback.
 ``surfmap batch`` exits with status 3 when some subjects failed (the others are done; the
-reasons are in ``failures.tsv``); usage errors exit with status 2 (argparse).
+reasons are in ``failures.tsv``), 130 or 143 when SIGINT or SIGTERM stopped it (after writing
+the manifest); usage errors exit with status 2 (argparse).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -31,6 +33,34 @@ def _metric_arg(text: str):
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"expected NAME=FILE (e.g. thickness=lh.thickness); found {text!r}")
     return name, path
+
+
+def _hemi_arg(text: str) -> str:
+    from .io import normalize_hemi
+
+    try:
+        return normalize_hemi(text, "--hemi", ParameterError)
+    except ParameterError:
+        raise argparse.ArgumentTypeError(f"expected left or right (or lh, rh); found {text!r}") from None
+
+
+# API names in library messages -> the flags of this command
+_CLI_NAMES = (
+    ("nan_policy='ignore'", "--nan-policy ignore"),
+    ("nan_policy='propagate'", "--nan-policy propagate"),
+    ("nan_policy", "--nan-policy"),
+    ("n_jobs (--jobs)", "--jobs"),
+    ("n_jobs", "--jobs"),
+    ("hemi='left' or hemi='right'", "--hemi left or --hemi right"),
+    ("size: expected", "--size: expected"),
+    ("method: expected", "--method: expected"),
+)
+
+
+def _cli_message(msg: str) -> str:
+    for api, flag in _CLI_NAMES:
+        msg = msg.replace(api, flag)
+    return msg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--metric", action="append", type=_metric_arg, default=[], metavar="NAME=FILE",
                    help="a metric to rasterize (repeat for more channels, in order); default: the x, y, z "
                         "coordinates")
-    f.add_argument("--hemi", help="left/right: which hemisphere to read from CIFTI metric files")
+    f.add_argument("--hemi", type=_hemi_arg, help="left/right: the surface's hemisphere (default: from the "
+                                                  "surface file's name or GIFTI metadata); selects it in CIFTI "
+                                                  "files, and files of the other hemisphere are refused")
     f.add_argument("--method", default="area", choices=["area", "conformal"])
     f.add_argument("--size", type=int, default=224)
     f.add_argument("--sampling", default="barycentric", choices=["barycentric", "area"],
@@ -81,7 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "or a CSV/TSV table (subject, hemi, surface, mask, metric columns)")
     b.add_argument("-o", "--out", required=True, help="output folder")
     b.add_argument("--layout", default="auto", choices=["auto", "freesurfer", "hcp", "table"])
-    b.add_argument("--hemi", nargs="+", default=["left", "right"], help="hemispheres (default: both)")
+    b.add_argument("--hemi", nargs="+", type=_hemi_arg, default=["left", "right"],
+                   help="hemispheres (default: both)")
     b.add_argument("--surface", help="surface to flatten (FreeSurfer default: white; HCP: midthickness)")
     b.add_argument("--metrics", nargs="+", help="metric names (FreeSurfer default: thickness sulc curv; HCP: "
                                                 "thickness sulc curvature myelin)")
@@ -117,10 +150,16 @@ def main(argv=None) -> int:
     except (SurfmapError, OSError) as err:
         if args.debug:
             raise
-        msg = " ".join(str(err).split()) or type(err).__name__
+        msg = _cli_message(" ".join(str(err).split()) or type(err).__name__)
         print(f"surfmap: error: {msg}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        from .batch import BatchInterrupted
+
+        if isinstance(err, BatchInterrupted) and err.result is not None:
+            print(f"surfmap: stopped by {signal.Signals(err.signum).name}: {err.result.summary()}; manifest: "
+                  f"{err.result.manifest}. Run the same command again to finish", file=sys.stderr)
+            return 128 + err.signum
         print("surfmap: interrupted", file=sys.stderr)
         return 130
 
@@ -130,9 +169,23 @@ def main(argv=None) -> int:
 
 
 def _check_size(size: int) -> int:
+    from .raster import check_image_size
+
     if size < 2:
         raise ParameterError(f"--size: expected an image side of at least 2 pixels; found {size}; pass e.g. --size 224")
-    return size
+    try:
+        return check_image_size(size)
+    except ParameterError as err:
+        raise ParameterError(f"--{err}") from None
+
+
+def _check_out(out) -> Path:
+    """The output folder, checked before any work: it must be a folder or not exist yet."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ParameterError(f"-o/--out: {out} is a file; expected an output folder (existing or new). Pass "
+                             "another path")
+    return out
 
 
 def cmd_flatten(args) -> int:
@@ -141,16 +194,19 @@ def cmd_flatten(args) -> int:
     from .plotting import plot_images, save_figure
     from .raster import Rasterizer
 
+    from .io import file_hemi
+
     size = _check_size(args.size)
-    out = Path(args.out)
+    out = _check_out(args.out)
+    hemi = args.hemi or file_hemi(args.surface)  # so a mask or metric of the other hemisphere is refused
     mesh = read_surface(args.surface)
-    keep = read_mask(args.mask, mesh.n_vertices, hemi=args.hemi) if args.mask else np.ones(mesh.n_vertices, bool)
+    keep = read_mask(args.mask, mesh.n_vertices, hemi=hemi) if args.mask else np.ones(mesh.n_vertices, bool)
     values = {}
     for name, path in args.metric:
         if name in values:
             raise ParameterError(f"--metric {name}=...: the name {name!r} is given twice; give each channel its own "
                                  "name")
-        values[name] = read_metric(path, hemi=args.hemi, n_vertices=mesh.n_vertices)
+        values[name] = read_metric(path, hemi=hemi, n_vertices=mesh.n_vertices)
     if not values:
         values = {"x": mesh.vertices[:, 0], "y": mesh.vertices[:, 1], "z": mesh.vertices[:, 2]}
     from .flatmap import flatten
@@ -184,6 +240,9 @@ def cmd_batch(args) -> int:
     from . import batch
 
     _check_size(args.size)
+    _check_out(args.out)
+    if args.jobs < 1:
+        raise ParameterError(f"--jobs: expected a positive number of worker processes; found {args.jobs}")
     layout = batch.detect_layout(args.source) if args.layout == "auto" else args.layout
     common = {"method": args.method, "size": args.size, "sampling": args.sampling, "nan_policy": args.nan_policy}
     mode = args.mode or ("template" if layout == "hcp" or (layout == "table" and args.template) else "native")
@@ -230,7 +289,7 @@ def cmd_demo(args) -> int:
     from .templates import load_template
 
     size = _check_size(args.size)
-    out = Path(args.out)
+    out = _check_out(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tpl = load_template(args.template, args.hemi)
     disk = cut(tpl.mesh, tpl.cortex)
@@ -251,9 +310,10 @@ def cmd_demo(args) -> int:
         d = dist.to_dict()
         summary[method] = {"seconds": round(seconds, 2), **_short_distortion(d)}
         files.append(fm.save(out / f"flatmap_{method}.npz"))
-        files.append(write_npz_atomic(out / f"images_{method}.npz", images=images, channels=np.array(R.channels)))
+        channels = list(metrics)
+        files.append(write_npz_atomic(out / f"images_{method}.npz", images=images, channels=np.array(channels)))
         files.append(write_json_atomic(d, out / f"distortion_{method}.json"))
-        fig = plot_images(images, R.channels, fm=fm, units=_UNITS,
+        fig = plot_images(images, channels, fm=fm, units=_UNITS,
                           title=f"{args.template} {args.hemi}: {label} map, {size}x{size} images")
         files.append(save_figure(fig, out / f"images_{method}.png"))
         per_face[label] = dist

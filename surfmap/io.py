@@ -33,9 +33,11 @@ half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Sequence
@@ -61,6 +63,7 @@ __all__ = [
     "write_surface",
     "write_metric",
     "check_metric",
+    "file_hemi",
     "normalize_hemi",
     "detect_format",
 ]
@@ -222,6 +225,51 @@ def _nib_load(path: Path, what: str):
         raise
     except Exception as err:  # nibabel raises many types for corrupt files
         raise _corrupt(path, what, err) from err
+
+
+def _image_data(img, path: Path, what: str) -> np.ndarray:
+    """The data of a nibabel image, read now (nibabel reads lazily): a short file is a FormatError."""
+    try:
+        return np.asarray(img.dataobj)
+    except Exception as err:  # nibabel raises OSError, EOFError, ValueError for truncated data
+        raise _corrupt(path, what, err) from err
+
+
+def file_hemi(path, img=None) -> str | None:
+    """The hemisphere a file says it holds: GIFTI ``AnatomicalStructurePrimary`` (``img``), else a
+    FreeSurfer (``lh.``/``rh.``), HCP (``.L.``/``.R.``) or BIDS (``hemi-L``/``hemi-R``) file name; None
+    when neither tells."""
+    structure = None
+    if img is not None and hasattr(img, "darrays"):
+        structure = _gifti_structure(img)
+    elif ".gii" in Path(path).name.lower() and not Path(path).name.lower().endswith(".gz"):
+        with contextlib.suppress(OSError):  # the metadata sits in the XML before the (long) data
+            found = re.search(rb"AnatomicalStructurePrimary\s*(?:</Name>)?\s*<Value>\s*(?:<!\[CDATA\[)?\s*(\w+)",
+                              _head(Path(path), 1 << 16))
+            structure = found.group(1).decode() if found else None
+    for side, name in _GIFTI_STRUCTURE.items():
+        if structure == name:
+            return side
+    name = Path(path).name
+    low = name.lower()
+    if low.startswith("lh.") or ".L." in name or "hemi-L_" in name or "hemi-L." in name:
+        return "left"
+    if low.startswith("rh.") or ".R." in name or "hemi-R_" in name or "hemi-R." in name:
+        return "right"
+    return None
+
+
+def _check_file_hemi(path: Path, hemi, error: type, img=None) -> None:
+    """``error`` when ``hemi`` is given and the file says it holds the other hemisphere."""
+    if hemi is None:
+        return
+    want = normalize_hemi(hemi, "hemi", error)
+    found = file_hemi(path, img)
+    if found is not None and found != want:
+        how = ("AnatomicalStructurePrimary " + _GIFTI_STRUCTURE[found]) if img is not None and \
+            _gifti_structure(img) in _GIFTI_STRUCTURE.values() else "its name"
+        raise error(f"'{path}': the file is for the {found} hemisphere ({how}), but hemi={hemi!r} was requested; "
+                    f"pass the {want} hemisphere's file")
 
 
 def _make_mesh(V, F, path: Path) -> Mesh:
@@ -590,7 +638,8 @@ def read_metric(path, hemi: str | None = None, *, map_index: int | str = 0, n_ve
         The metric file.
     hemi : {"left", "right", "lh", "rh"}, optional
         CIFTI: which cortex structure to read (required). GIFTI: checked against the file's
-        ``AnatomicalStructurePrimary`` when it has one. Other formats: ignored.
+        ``AnatomicalStructurePrimary`` when it has one. FreeSurfer, MGH, text and NumPy files:
+        checked against an ``lh.``/``rh.`` (or HCP ``.L.``/``.R.``) file name.
     map_index : int or str
         Which map to read from a file with several: the GIFTI data array, the CIFTI map (row; a
         str selects a dscalar map by name), the column of an MGH/NIfTI/text file with several
@@ -618,7 +667,11 @@ def read_metric(path, hemi: str | None = None, *, map_index: int | str = 0, n_ve
     >>> myelin = read_metric("sub.MyelinMap.32k_fs_LR.dscalar.nii", hemi="left")  # doctest: +SKIP
     """
     path = _existing_file(path)
+    if hemi is not None:
+        normalize_hemi(hemi)
     kind = detect_format(path)
+    if kind in ("fs_morph", "fs_morph_old", "mgh", "text", "npy"):
+        _check_file_hemi(path, hemi, MetricError)
     if kind == "fs_morph":
         x = _read_fs_morph(path)
     elif kind == "fs_morph_old":
@@ -628,7 +681,7 @@ def read_metric(path, hemi: str | None = None, *, map_index: int | str = 0, n_ve
     elif kind == "nifti":
         x = _read_nifti_values(path, hemi, map_index)
     elif kind == "mgh":
-        x = _select_column(_squeeze_values(_nib_load(path, "MGH").get_fdata(), path), map_index, path)
+        x = _select_column(_squeeze_values(_image_data(_nib_load(path, "MGH"), path, "MGH"), path), map_index, path)
     elif kind == "text":
         x = _read_text(path, map_index)
     elif kind == "npy":
@@ -763,7 +816,7 @@ def _read_nifti_values(path: Path, hemi, map_index) -> np.ndarray:
     if isinstance(img, Cifti2Image):
         return _read_cifti(img, path, hemi, map_index)
     # FreeSurfer tools write surface data as (n, 1, 1[, k]) NIfTI volumes
-    return _select_column(_squeeze_values(np.asarray(img.dataobj), path), map_index, path)
+    return _select_column(_squeeze_values(_image_data(img, path, "NIfTI"), path), map_index, path)
 
 
 def _read_cifti(img, path: Path, hemi, map_index) -> np.ndarray:
@@ -845,7 +898,8 @@ def read_mask(path, n_vertices: int, *, label: str | Sequence[str] = "cortex", h
     label : str or sequence of str
         Label names to select (GIFTI label and annot files only).
     hemi : str, optional
-        Passed to :func:`read_metric` (CIFTI files).
+        The hemisphere of the surface: selects it in CIFTI files, and a file that says it holds
+        the other one (GIFTI ``AnatomicalStructurePrimary``, an ``lh.``/``rh.`` name) is refused.
 
     Returns
     -------
@@ -862,7 +916,11 @@ def read_mask(path, n_vertices: int, *, label: str | Sequence[str] = "cortex", h
     """
     path = _existing_file(path)
     n_vertices = _check_n_vertices(n_vertices)
+    if hemi is not None:
+        normalize_hemi(hemi, "hemi", MaskError)
     kind = detect_format(path)
+    if kind in ("fs_label", "fs_annot"):
+        _check_file_hemi(path, hemi, MaskError)
     if kind == "fs_label":
         keep = _read_fs_label(path, n_vertices)
     elif kind == "fs_annot":

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from functools import cached_property
@@ -41,7 +42,7 @@ from ._kernels import raster as _k
 from .exceptions import MeshError, MetricError, ParameterError
 from .flatmap import FlatMap
 
-__all__ = ["ArgumentTypeError", "Rasterizer", "cached_rasterizer", "original_count", "pixel_centres", "rasterize"]
+__all__ = ["ArgumentTypeError", "Rasterizer", "cached_rasterizer", "check_image_size", "original_count", "pixel_centres", "rasterize"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +95,33 @@ def pixel_centres(size: int) -> np.ndarray:
 def _check_size(size) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ParameterError(f"size: expected a positive integer number of pixels (e.g. 224); found {size!r}")
-    return int(size)
+    return check_image_size(int(size))
+
+
+# bytes per pixel of building the operator (pixel faces, weights, CSR rows, columns and values)
+_BYTES_PER_PIXEL = 120
+
+
+def _memory_bytes() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        return None
+
+
+def check_image_size(size: int) -> int:
+    """``size`` when building its ``size x size`` operator fits in this machine's memory.
+
+    Checked before any work (the CLI calls it before flattening), so a typo such as
+    ``--size 1000000`` fails at once with the memory it would need instead of a MemoryError.
+    """
+    need = _BYTES_PER_PIXEL * size * size
+    have = _memory_bytes()
+    if have is not None and need > have // 2:
+        raise ParameterError(f"size: a {size}x{size} image needs about {need / 2**30:.3g} GiB to build its sampling "
+                             f"operator; this machine has {have / 2**30:.3g} GiB. Expected a side such as 224 "
+                             "(the networks' input)")
+    return size
 
 
 def _boundary_half_edges(F: np.ndarray, k: int):
