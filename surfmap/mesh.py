@@ -473,6 +473,86 @@ def _non_manifold_vertex_faces(F: np.ndarray, n: int) -> np.ndarray:
     return drop
 
 
+# a piece of the region that is dropped as a repair (a crumb) holds at most this fraction of its
+# vertices, or this many vertices on small meshes
+_CRUMB_FRACTION = 0.01
+_CRUMB_VERTICES = 10
+# an edge longer than this many times the median edge comes from a corrupt coordinate
+_OUTLIER_EDGE_RATIO = 1e6
+
+
+def _piece_sizes(F: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Edge-connected pieces of ``F``: (label per face, vertex count per piece)."""
+    k, lab = connected_components(F, n)
+    piece_of = np.full(n, -1, dtype=np.int64)
+    piece_of[F.ravel()] = np.repeat(lab, 3)  # a vertex where two pieces touch counts in one of them
+    return lab, np.bincount(piece_of[piece_of >= 0], minlength=k)
+
+
+def _check_separate_meshes(mesh: Mesh, keep: np.ndarray) -> None:
+    """MeshError when the mesh holds several large separate pieces with masked vertices (e.g. two
+    hemispheres in one file): hole filling would otherwise close one of them and hide it."""
+    F, n = mesh.faces, mesh.n_vertices
+    lab, sizes = _piece_sizes(F, n)
+    if len(sizes) < 2:
+        return
+    piece_of = np.full(n, -1, dtype=np.int64)
+    piece_of[F.ravel()] = np.repeat(lab, 3)
+    masked = np.bincount(piece_of[keep & (piece_of >= 0)], minlength=len(sizes))
+    big = np.flatnonzero(masked > max(_CRUMB_FRACTION * keep.sum(), _CRUMB_VERTICES))
+    if len(big) > 1:
+        desc = ", ".join(f"{int(sizes[c])} vertices ({int(masked[c])} masked)" for c in big[np.argsort(-sizes[big])])
+        raise MeshError(f"{mesh.name}: the mesh holds {len(big)} separate pieces with masked vertices ({desc}); "
+                        "expected one hemisphere. Is the file both hemispheres? Flatten each hemisphere on its own")
+
+
+def _check_pieces(F: np.ndarray, n: int, name: str) -> None:
+    """MeshError when the region splits into pieces larger than crumbs (only crumbs may be dropped)."""
+    lab, sizes = _piece_sizes(F, n)
+    if len(sizes) < 2:
+        return
+    order = np.argsort(-sizes)
+    total = int(len(np.unique(F)))
+    dropped = sizes[order[1:]]
+    limit = max(_CRUMB_FRACTION * total, _CRUMB_VERTICES)
+    if dropped.max() > limit:
+        shown = ", ".join(str(int(x)) for x in sizes[order[:6]]) + (", ..." if len(sizes) > 6 else "")
+        raise MeshError(
+            f"{name}: the mask splits the region into {len(sizes)} separate pieces of {shown} vertices; only "
+            f"crumbs (at most {int(limit)} of the {total} vertices) are dropped as a repair, and keeping "
+            f"the largest would lose {int(dropped.sum())} masked vertices. Expected one connected cortex region: "
+            "check the mask (a label of one hemisphere, the medial wall left out)")
+
+
+def _check_coordinates(mesh: Mesh, F: np.ndarray) -> None:
+    """MeshError naming a vertex whose edges are absurdly long (a corrupt coordinate such as 1e30)."""
+    if len(F) == 0:
+        return
+    a = np.concatenate([F[:, 0], F[:, 1], F[:, 2]])
+    b = np.concatenate([F[:, 1], F[:, 2], F[:, 0]])
+    with np.errstate(over="ignore", invalid="ignore"):
+        length = np.linalg.norm(mesh.vertices[a] - mesh.vertices[b], axis=1)
+    typical = float(np.median(length))
+    bad = ~(length <= _OUTLIER_EDGE_RATIO * max(typical, np.finfo(float).tiny))
+    if bad.any():
+        count = np.bincount(np.concatenate([a[bad], b[bad]]), minlength=mesh.n_vertices)
+        v = int(np.argmax(count))
+        raise MeshError(
+            f"{mesh.name}: vertex {v} at {np.round(mesh.vertices[v], 3).tolist()} is far from its neighbours (edges "
+            f"up to {np.nanmax(np.where(bad, length, np.nan)):.3g}, median edge {typical:.3g}): a corrupt "
+            "coordinate. Fix or re-export the surface")
+
+
+def _check_flattenable(F: np.ndarray, n: int, name: str, repairs) -> None:
+    """MaskError when what is left after the repairs is too small or thin to flatten (all ears)."""
+    if len(F) and _ears(F, n).any():
+        k = int(len(np.unique(F)))
+        raise MaskError(
+            f"keep: after the repairs ({'; '.join(repairs) or 'none'}) the region of {name} is {len(F)} face(s) "
+            f"on {k} vertices, each face on the boundary; too small or thin to flatten. Expected a cortex region "
+            "(thousands of vertices): check the mask")
+
+
 def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: float = 1e-12) -> CutMesh:
     """Restrict a mesh to the vertices in ``keep`` and check the result is a topological disk.
 
@@ -481,7 +561,8 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
     - holes: regions left out of the mask that are enclosed by kept cortex (every removed region
       but the largest) are put back with their original faces when each holds at most
       ``max_hole_fraction`` of the faces;
-    - components: only the largest edge-connected piece is kept;
+    - components: crumbs (pieces of at most 1% of the region's vertices) are dropped; a region
+      that splits into larger pieces is an error naming them and their sizes;
     - ears (a boundary vertex with a single face), dangling faces (two boundary edges) and
       pinched vertices (the boundary touching itself) are removed, repeatedly, until none is left;
     - zero-area faces on the boundary are removed.
@@ -547,6 +628,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
             "to open it along; pass the cortex mask (medial wall False)"
         )
 
+    _check_separate_meshes(mesh, keep)
     repairs: list[str] = []
     face_keep = keep[F].all(axis=1)
 
@@ -570,9 +652,11 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
     if len(Fk) == 0:
         raise MaskError(f"keep: no face of {mesh.name} has all three vertices in the mask; expected a cortex region")
 
-    # 2. degenerate faces
+    # 2. degenerate faces (relative to the median face: one corrupt vertex must not make every face "tiny")
+    _check_coordinates(mesh, Fk)
+    _check_pieces(Fk, n, mesh.name)
     A = face_areas(mesh.vertices, Fk)
-    tiny = A <= rel_area_eps * float(np.mean(face_areas(mesh.vertices, F)))
+    tiny = A <= rel_area_eps * float(np.median(face_areas(mesh.vertices, F)))
     if tiny.any():
         _, inv, counts = _edge_face_counts(Fk, n)
         on_bnd = (counts[inv] == 1).reshape(-1, 3).any(axis=1)
@@ -609,6 +693,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
         if not changed:
             break
 
+    _check_flattenable(Fk, n, mesh.name, repairs)
     used = np.bincount(Fk.ravel(), minlength=n) > 0
     vertex_map = np.flatnonzero(used)
     n_unref = n_keep - int(np.count_nonzero(used & keep))

@@ -379,11 +379,14 @@ def test_cut_removes_ears(grid_mesh):
 def test_cut_keeps_largest_piece(meshes):
     ico = meshes.icosphere(3)
     z = ico.vertices[:, 2]
-    keep = (z > 0.3) | (z < -0.8)  # a big cap and a small cap
+    keep = (z > 0.3) | (z < -0.97)  # a big cap and a crumb (7 vertices): the crumb is dropped
     cm = cut(ico, keep)
     _check_disk(cm, ico)
     np.testing.assert_array_equal(cm.vertex_map, np.flatnonzero(z > 0.3))
     assert any("kept the largest of 2 pieces" in r for r in cm.repairs)
+    keep = (z > 0.3) | (z < -0.8)  # a second cap of 61 vertices is no crumb: an error, no silent loss
+    with pytest.raises(MeshError, match=r"splits the region into 2 separate pieces of 223, 61 vertices"):
+        cut(ico, keep)
 
 
 def test_cut_pinched_vertex(meshes):
