@@ -814,6 +814,12 @@ def _process(job: Job, out: Path) -> dict:
         from .flatmap import flatten
         from .raster import Rasterizer
 
+        from .io import file_hemi
+
+        side = file_hemi(job.surface)
+        if side is not None and side != job.hemi:
+            raise MeshError(f"{job.surface}: the surface is of the {side} hemisphere (GIFTI structure or file name), "
+                            f"but this job is {job.subject} {job.hemi}; check the table's 'hemi' column")
         mesh = read_surface(job.surface)
         n = mesh.n_vertices
         if job.mask:

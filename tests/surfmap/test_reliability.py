@@ -434,3 +434,13 @@ def test_run_job_never_raises(tmp_path, cohort, monkeypatch):
     monkeypatch.setattr(batch, "write_json_atomic", full_disk)  # fails writing status.json
     rec = batch.run_job(job)
     assert rec["status"] == "failed" and rec["error"] == "OSError" and "No space left" in rec["message"]
+
+
+def test_table_surface_of_the_other_hemisphere_fails_the_job(tmp_path, cohort):
+    src = cohort.freesurfer_dir(tmp_path / "subjects", n_subjects=1)
+    s = f"{src}/sub-01"
+    table = tmp_path / "t.csv"
+    table.write_text("subject,hemi,surface,mask,thickness\n"
+                     f"a,lh,{s}/surf/rh.white,{s}/label/lh.cortex.label,{s}/surf/lh.thickness\n")
+    rec = batch.run_batch(batch.table_jobs(table, tmp_path / "out", size=8), tmp_path / "out", progress=False).records[0]
+    assert rec["status"] == "failed" and "rh.white: the surface is of the right hemisphere" in rec["message"]
