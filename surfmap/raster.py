@@ -42,7 +42,8 @@ from ._kernels import raster as _k
 from .exceptions import MeshError, MetricError, ParameterError
 from .flatmap import FlatMap
 
-__all__ = ["ArgumentTypeError", "Rasterizer", "cached_rasterizer", "check_image_size", "original_count", "pixel_centres", "rasterize"]
+__all__ = ["ArgumentTypeError", "Rasterizer", "cached_rasterizer", "check_image_size", "original_count",
+           "pixel_centres", "rasterize"]
 
 logger = logging.getLogger(__name__)
 
@@ -280,12 +281,14 @@ class Rasterizer:
                 return False
             if n == k:
                 return True
-            expected = f"{n_orig} values (one per vertex of the mesh given to flatten) or {k} (one per flat-map vertex)"
+            expected = (f"{n_orig} values (one per vertex of the mesh given to flatten) or {k} (one per flat-map "
+                        "vertex)")
         else:  # a map saved by an older surfmap: the original count is unknown
             vmax = int(self.flatmap.vertex_map.max()) if k else -1
             if n > vmax:
                 return False
-            expected = f"{k} values (one per flat-map vertex) or the length of the mesh given to flatten (more than {vmax})"
+            expected = (f"{k} values (one per flat-map vertex) or the length of the mesh given to flatten (more "
+                        f"than {vmax})")
         raise MetricError(f"{name}: expected {expected}; found {n}. Check that the metric belongs to this surface "
                           "(same subject, hemisphere and mesh resolution)")
 
