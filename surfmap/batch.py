@@ -1043,6 +1043,8 @@ def _run_locked(jobs, out: Path, n_jobs, scheduler, progress) -> BatchResult:
         bar.close()
         name = signal.Signals(stop.signum).name if stop.signum is not None else None
         for i, job in enumerate(jobs):
+            if records[i] is None and i in running:
+                records[i] = _finished_record(job)  # it may have ended as it was stopped
             if records[i] is None:
                 if i in running:
                     _remove_stale_tmp(Path(job.out_dir))
@@ -1060,6 +1062,17 @@ def _run_locked(jobs, out: Path, n_jobs, scheduler, progress) -> BatchResult:
     if stop.signum is not None:
         raise BatchInterrupted(stop.signum, result)
     return result
+
+
+def _finished_record(job: Job) -> dict | None:
+    """The record in a job's status.json when the job wrote it (finished) but its result was lost."""
+    prev = _read_status(Path(job.out_dir) / "status.json")
+    try:
+        if prev and prev.get("status") == "done" and _why_redo(prev, job_settings(job), Path(job.out_dir)) is None:
+            return prev  # written by this run: the settings match and the outputs are there
+    except (OSError, ValueError, TypeError):
+        pass
+    return None
 
 
 def _record(job: Job) -> dict:
@@ -1164,6 +1177,18 @@ def _run_pool(jobs, pending, n_jobs, done, stop: _Stop, running: set):
                     running.discard(w.job)
                     done(w.job, rec)
                     w.job = None
+                elif not w.proc.is_alive() and w.proc.exitcode == -signal.SIGTERM:
+                    # a scheduler ending the allocation signals every process: stop the batch as for our own
+                    # SIGTERM, and leave this job to the interrupted ones
+                    stop.signum = stop.signum or signal.SIGTERM
+                    stop.now = True
+                    workers.remove(w)
+                    w.stop(now=True)
+                elif not w.proc.is_alive() and _finished_record(jobs[w.job]) is not None:
+                    running.discard(w.job)  # died after finishing its job (status.json written)
+                    done(w.job, _finished_record(jobs[w.job]))
+                    workers.remove(w)
+                    w.stop(now=True)
                 elif not w.proc.is_alive():
                     i, job = w.job, jobs[w.job]
                     _remove_stale_tmp(Path(job.out_dir))

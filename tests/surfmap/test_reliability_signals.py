@@ -53,13 +53,14 @@ def subjects_dir(tmp_path_factory):
     return subjects
 
 
-def _start(src, out, tag, subjects=None):
+def _start(src, out, tag, subjects=None, session=False):
     cmd = [sys.executable, "-m", "surfmap", "batch", str(src), "-o", str(out), "--jobs", "2", "--hemi", "left",
            "--metrics", "thickness", "--method", "conformal", "--size", "32", "--no-progress"]
     if subjects:
         cmd += ["--subjects", *subjects]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SURFMAP_TEST_TAG": tag}
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=session)
 
 
 def _tagged(tag) -> list[tuple[int, int]]:
@@ -136,11 +137,16 @@ def test_sigint_finishes_running_jobs_cancels_queued_ones(subjects_dir, tmp_path
     assert _no_tmp(out)
 
 
-def test_sigterm_stops_at_once_and_writes_a_true_manifest(subjects_dir, tmp_path):
+@pytest.mark.parametrize("to", ["batch", "group"])
+def test_sigterm_stops_at_once_and_writes_a_true_manifest(subjects_dir, tmp_path, to):
+    """SIGTERM to the batch process, or to its whole process group (what Slurm does at the end of a job)."""
     out, tag = tmp_path / "out", uuid.uuid4().hex
-    proc = _start(subjects_dir, out, tag)
+    proc = _start(subjects_dir, out, tag, session=to == "group")
     _wait_for(lambda: _finished(out), "a first finished job", proc)
-    proc.send_signal(signal.SIGTERM)
+    if to == "group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    else:
+        proc.send_signal(signal.SIGTERM)
     err = _finish(proc, tag)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err
