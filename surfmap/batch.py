@@ -1159,9 +1159,19 @@ def _run_pool(jobs, pending, n_jobs, done, stop: _Stop, running: set):
                         w = _Worker(ctx)
                         workers.append(w)
                     i = queue.popleft()
+                    try:
+                        w.conn.send(jobs[i])
+                    except OSError:  # the worker died while idle: give the job to another one
+                        queue.appendleft(i)
+                        workers.remove(w)
+                        w.stop(now=True)
+                        start_failures += 1
+                        if start_failures > _START_FAILURES * slots:
+                            raise BatchError("worker processes keep dying before taking a job; run with --jobs 1 "
+                                             "to see the error") from None
+                        continue
                     w.job = i
                     running.add(i)
-                    w.conn.send(jobs[i])
             busy = [w for w in workers if w.job is not None]
             if not busy or stop.now:
                 break
