@@ -434,14 +434,6 @@ def connected_components(F, n_vertices: int | None = None) -> tuple[int, np.ndar
 # cut to a disk
 
 
-def _largest_component(F, n) -> np.ndarray:
-    k, lab = connected_components(F, n)
-    if k <= 1:
-        return np.ones(len(F), dtype=bool)
-    sizes = np.bincount(lab)
-    return lab == np.argmax(sizes)
-
-
 def _ears(F: np.ndarray, n: int) -> np.ndarray:
     """Faces to remove: a corner used by no other face (an ear), or two boundary edges at a corner
     that other faces also use (a dangling face hanging on a single vertex)."""
@@ -493,12 +485,12 @@ def _check_separate_meshes(mesh: Mesh, keep: np.ndarray) -> None:
     """MeshError when the mesh holds several large separate pieces with masked vertices (e.g. two
     hemispheres in one file): hole filling would otherwise close one of them and hide it."""
     F, n = mesh.faces, mesh.n_vertices
-    lab, sizes = _piece_sizes(F, n)
-    if len(sizes) < 2:
+    edges = sp.coo_matrix((np.ones(F.size, dtype=np.int8), (F.ravel(), F[:, [1, 2, 0]].ravel())), shape=(n, n))
+    k, piece_of = _cc(edges, directed=False)  # vertex-connected: separate meshes share no vertex
+    if k < 2:
         return
-    piece_of = np.full(n, -1, dtype=np.int64)
-    piece_of[F.ravel()] = np.repeat(lab, 3)
-    masked = np.bincount(piece_of[keep & (piece_of >= 0)], minlength=len(sizes))
+    sizes = np.bincount(piece_of, minlength=k)
+    masked = np.bincount(piece_of[keep], minlength=k)
     big = np.flatnonzero(masked > max(_CRUMB_FRACTION * keep.sum(), _CRUMB_VERTICES))
     if len(big) > 1:
         desc = ", ".join(f"{int(sizes[c])} vertices ({int(masked[c])} masked)" for c in big[np.argsort(-sizes[big])])
@@ -506,13 +498,13 @@ def _check_separate_meshes(mesh: Mesh, keep: np.ndarray) -> None:
                         "expected one hemisphere. Is the file both hemispheres? Flatten each hemisphere on its own")
 
 
-def _check_pieces(F: np.ndarray, n: int, name: str) -> None:
-    """MeshError when the region splits into pieces larger than crumbs (only crumbs may be dropped)."""
+def _largest_piece(F: np.ndarray, n: int, name: str) -> np.ndarray:
+    """Faces of the largest edge-connected piece; MeshError when another piece is more than a crumb."""
     lab, sizes = _piece_sizes(F, n)
     if len(sizes) < 2:
-        return
+        return np.ones(len(F), dtype=bool)
     order = np.argsort(-sizes)
-    total = int(len(np.unique(F)))
+    total = int(sizes.sum())
     dropped = sizes[order[1:]]
     limit = max(_CRUMB_FRACTION * total, _CRUMB_VERTICES)
     if dropped.max() > limit:
@@ -522,6 +514,7 @@ def _check_pieces(F: np.ndarray, n: int, name: str) -> None:
             f"crumbs (at most {int(limit)} of the {total} vertices) are dropped as a repair, and keeping "
             f"the largest would lose {int(dropped.sum())} masked vertices. Expected one connected cortex region: "
             "check the mask (a label of one hemisphere, the medial wall left out)")
+    return lab == order[0]
 
 
 def _check_coordinates(mesh: Mesh, F: np.ndarray) -> None:
@@ -654,7 +647,6 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
 
     # 2. degenerate faces (relative to the median face: one corrupt vertex must not make every face "tiny")
     _check_coordinates(mesh, Fk)
-    _check_pieces(Fk, n, mesh.name)
     A = face_areas(mesh.vertices, Fk)
     tiny = A <= rel_area_eps * float(np.median(face_areas(mesh.vertices, F)))
     if tiny.any():
@@ -674,7 +666,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
     # 3. components, ears, dangling faces, pinched vertices: repeat until stable
     for _ in range(1000):
         changed = False
-        big = _largest_component(Fk, n)
+        big = _largest_piece(Fk, n, mesh.name)
         if not big.all():
             k, _lab = connected_components(Fk, n)
             repairs.append(f"kept the largest of {k} pieces; dropped {int((~big).sum())} faces in the others")
