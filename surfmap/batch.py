@@ -1048,7 +1048,7 @@ def _run_locked(jobs, out: Path, n_jobs, scheduler, progress) -> BatchResult:
             if records[i] is None:
                 if i in running:
                     _remove_stale_tmp(Path(job.out_dir))
-                    msg = (f"the batch was stopped ({name}) while this job ran; its outputs were not written. "
+                    msg = (f"the batch was stopped ({name}) while this job ran; it did not finish (no status.json). "
                            "Run the batch again to do it") if name else "the batch stopped while this job ran"
                     records[i] = {**_record(job), "status": "interrupted", "error": "Interrupted", "message": msg}
                 else:
@@ -1205,7 +1205,7 @@ def _run_pool(jobs, pending, n_jobs, done, stop: _Stop, running: set):
                     running.discard(i)
                     done(i, {**_record(job), "status": "failed", "error": "WorkerDied",
                              "message": f"the worker process running {job.subject} {job.hemi} died "
-                                        f"({_death(w.proc)}); its outputs were not written, the other jobs went "
+                                        f"({_death(w.proc)}); it did not finish, the other jobs went "
                                         "on. Run the batch again to retry it (out of memory? try fewer --jobs)"})
                     workers.remove(w)
                     w.stop(now=True)
