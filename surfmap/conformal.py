@@ -1107,8 +1107,8 @@ def _repair_folds(uv, V, F, loop, corners, width, height):
     Xall, _ = _reference_frames(V, F, np.ones(len(F)))
     in_region = np.zeros(len(F), dtype=bool)
     in_region[faces] = True
-    K0 = _dilatation(_jacobians(Q0, F, Xall))
-    K1 = _dilatation(_jacobians(Q, F, Xall))
+    K0 = _dilatation(_jacobians(Q0 / WH, F, Xall))  # of the map as returned (as surfmap.distortion)
+    K1 = _dilatation(_jacobians(uv, F, Xall))
     rest = ~in_region
 
     def mean(x):
