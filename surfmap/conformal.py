@@ -760,7 +760,7 @@ def conformal_map(
     folded = int((area <= 0).sum())
     repair_info = {"folded_input_faces": folded, "repairs": [], "folded_after_repair": folded}
     if folded:
-        uv, repair_info = _untangle(uv, F0, loop, area)
+        uv, repair_info = _repair_folds(uv, V, F0, loop, corners, norm_info["width"], norm_info["height"])
     timings["repair"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 
@@ -877,60 +877,273 @@ def _normalise(P, loop, corners):
     }
 
 
-def _untangle(uv, F, loop, area, max_rounds=12):
-    """Repair input faces that fold on the laid-out vertices.
+_REPAIR_RINGS = 2  # first repair region: folded faces' vertices and this many rings around them
+_REPAIR_MAX_FRACTION = 0.05  # the region grows (doubling its rings) up to this share of the vertices
+_REPAIR_MIN_CAP = 2000  # ... or this many vertices, whichever is larger
+_UNTANGLE_THETA = 1.0 / 128.0  # weight of the area term in the untangling energy (Garanzha et al. 2021)
 
-    The flat metric lives on the flipped triangulation; input faces drawn with straight edges on
-    its vertex positions can fold where edges were flipped. Interior vertices of folded faces,
-    grown by rings until no face folds, are moved to the Tutte (uniform-weight harmonic)
-    positions of their region with everything else fixed. A region that grows to all interior
-    vertices is Tutte's embedding of the disk in the square, which cannot fold, so this ends.
 
-    Returns ``(uv, info)`` with the counts before and after and the number of vertices moved.
+def _reference_frames(V, F, scale):
+    """Inverse edge matrices (m, 2, 2) of the 3D triangles in local orthonormal frames, each
+    triangle scaled by ``scale`` (m,), and their scaled areas (m,)."""
+    e1 = V[F[:, 1]] - V[F[:, 0]]
+    e2 = V[F[:, 2]] - V[F[:, 0]]
+    l1 = np.linalg.norm(e1, axis=1)
+    x2 = np.einsum("ij,ij->i", e1, e2) / l1
+    y2 = np.linalg.norm(np.cross(e1, e2), axis=1) / l1
+    a, b, d = l1 * scale, x2 * scale, y2 * scale  # X = [[a, b], [0, d]], columns are the edges
+    Xinv = np.zeros((len(F), 2, 2))
+    Xinv[:, 0, 0] = 1.0 / a
+    Xinv[:, 0, 1] = -b / (a * d)
+    Xinv[:, 1, 1] = 1.0 / d
+    return Xinv, 0.5 * a * d
+
+
+def _layout_scale(Q, V, F):
+    """Per face, the ratio of the flat to the 3D perimeter: the local scale of the map (the
+    conformal factor exp(u) varies too fast across some faces to give it)."""
+
+    def perimeter(X):
+        return sum(np.linalg.norm(X[F[:, (k + 1) % 3]] - X[F[:, k]], axis=1) for k in range(3))
+
+    return perimeter(Q) / perimeter(V)
+
+
+def _jacobians(Q, F, Xinv):
+    """Jacobians (m, 2, 2) of the affine maps from the reference triangles to ``Q[F]``."""
+    D = np.stack([Q[F[:, 1]] - Q[F[:, 0]], Q[F[:, 2]] - Q[F[:, 0]]], axis=2)  # columns: edges
+    return D @ Xinv
+
+
+def _dilatation(J):
+    """sigma1 / sigma2 per Jacobian (inf where it is singular or reverses orientation)."""
+    a = np.hypot(J[:, 0, 0] + J[:, 1, 1], J[:, 1, 0] - J[:, 0, 1])  # 2 |conformal part|
+    b = np.hypot(J[:, 0, 0] - J[:, 1, 1], J[:, 1, 0] + J[:, 0, 1])  # 2 |anticonformal part|
+    with np.errstate(divide="ignore", invalid="ignore"):
+        k = (a + b) / (a - b)
+    return np.where(a > b, k, np.inf)
+
+
+def _untangling_energy(x, Q, free, F, Xinv, area, eps, theta):
+    """Regularised foldover-free energy of Garanzha, Kaporin, Kudryavtseva, Protais, Ray and
+    Sokolov (2021, "Foldover-free maps in 50 lines of code"): per face, area-weighted
+    ``(1 - theta) tr(J^T J) / chi(det J) + theta (1 + det^2 J) / chi(det J)`` with
+    ``chi(d) = (d + sqrt(eps^2 + d^2)) / 2``. The first term is twice the dilatation-like
+    conformal energy ``(sigma1^2 + sigma2^2) / (sigma1 sigma2)``; ``chi`` keeps it finite on
+    folded faces while ``eps > 0`` and becomes a barrier as ``eps -> 0``. Returns energy and
+    gradient with respect to the free coordinates ``x`` (flattened ``Q[free]``)."""
+    Q = Q.copy()
+    Q[free] = x.reshape(-1, 2)
+    J = _jacobians(Q, F, Xinv)
+    det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
+    tr = np.einsum("fij,fij->f", J, J)
+    root = np.sqrt(eps * eps + det * det)
+    # (d + sqrt(eps^2 + d^2)) / 2, without the cancellation for d < 0
+    chi = np.where(det >= 0, 0.5 * (det + root), 0.5 * eps * eps / (root - np.minimum(det, 0.0)))
+    dchi = chi / root
+    e = ((1.0 - theta) * tr + theta * (1.0 + det * det)) / chi
+    E = float(area @ e)
+    # dE/dJ = area * [(1 - theta) 2 J / chi + (theta 2 det / chi - e dchi / chi) cof(J)]
+    c1 = area * (1.0 - theta) * 2.0 / chi
+    c2 = area * (theta * 2.0 * det - e * dchi) / chi
+    cof = np.empty_like(J)
+    cof[:, 0, 0], cof[:, 0, 1], cof[:, 1, 0], cof[:, 1, 1] = J[:, 1, 1], -J[:, 1, 0], -J[:, 0, 1], J[:, 0, 0]
+    G = c1[:, None, None] * J + c2[:, None, None] * cof
+    GD = G @ np.transpose(Xinv, (0, 2, 1))  # dE/dD: columns are the gradients at corners 1 and 2
+    grad = np.zeros_like(Q)
+    np.add.at(grad, F[:, 1], GD[:, :, 0])
+    np.add.at(grad, F[:, 2], GD[:, :, 1])
+    np.add.at(grad, F[:, 0], -GD[:, :, 0] - GD[:, :, 1])
+    return E, grad[free].ravel(), det
+
+
+def _untangle_region(Q, free, F, Xinv, max_outer=30, polish=2):
+    """Move ``Q[free]`` so that every face of ``F`` has positive area, keeping the others fixed.
+
+    The continuation in ``eps`` of Garanzha et al. (2021): L-BFGS on the regularised energy
+    (every face weighted alike), ``eps`` shrinking with the energy decrease while faces fold and
+    set to 1e-12 once none does; at most ``polish`` more rounds once no face folds. Each free
+    vertex's coordinates are scaled by its mean edge length, so that faces of very different
+    sizes (conformal factors vary over orders of magnitude) are balanced for L-BFGS. Returns
+    the new ``Q``.
+    """
+    from scipy.optimize import minimize
+
+    theta = _UNTANGLE_THETA
+    Q = Q.copy()
+    w = np.ones(len(F))
+    # per free vertex: mean length of its edges on the layout
+    lsum = np.zeros(len(Q))
+    cnt = np.zeros(len(Q))
+    for k in range(3):
+        a, b = F[:, k], F[:, (k + 1) % 3]
+        ln = np.linalg.norm(Q[a] - Q[b], axis=1)
+        np.add.at(lsum, a, ln)
+        np.add.at(lsum, b, ln)
+        np.add.at(cnt, a, 1.0)
+        np.add.at(cnt, b, 1.0)
+    s = np.repeat(lsum[free] / cnt[free], 2)
+
+    def fun(y, eps):
+        E, g, _ = _untangling_energy(y * s, Q, free, F, Xinv, w, eps, theta)
+        return E, g * s
+
+    y = Q[free].ravel() / s
+    _, _, det = _untangling_energy(y * s, Q, free, F, Xinv, w, 1.0, theta)
+    mindet = float(det.min())
+    eps = float(np.sqrt(1e-12 + 0.04 * min(mindet, 0.0) ** 2))
+    E_prev = fun(y, eps)[0]
+    for _ in range(max_outer):
+        res = minimize(fun, y, args=(eps,), jac=True, method="L-BFGS-B",
+                       options={"maxiter": 100, "gtol": 1e-12, "ftol": 1e-9})
+        y = res.x
+        E, _, det = _untangling_energy(y * s, Q, free, F, Xinv, w, eps, theta)
+        mindet = float(det.min())
+        sigma = max(1.0 - E / E_prev, 0.1)
+        mu = (1.0 - sigma) * 0.5 * (mindet + np.sqrt(eps * eps + mindet * mindet))
+        settled = abs(E_prev - E) <= 1e-4 * abs(E)
+        eps = 2.0 * np.sqrt(mu * (mu - mindet)) if mindet < mu else 1e-12
+        log.debug("untangle: energy %.6g, min det %.3g, eps %.3g, %d L-BFGS iterations, %d evaluations", E, mindet, eps, res.nit, res.nfev)
+        E_prev = E
+        if mindet > 0:
+            if settled or polish == 0:
+                break
+            polish -= 1
+    Q[free] = (y * s).reshape(-1, 2)
+    return Q
+
+
+def _one_side_chord_faces(F, loop, corners):
+    """Faces with an edge between two boundary vertices that are not neighbours on the loop
+    but lie on one side of the square (both its faces cannot be positive: one of them folds in
+    any map with straight sides; ``surfmap.cut`` splits such chords)."""
+    n = int(F.max()) + 1
+    nb = len(loop)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[loop] = np.arange(nb)
+    p = np.sort(pos[corners])
+    out = np.zeros(len(F), dtype=bool)
+    for k in range(3):
+        a, b = pos[F[:, k]], pos[F[:, (k + 1) % 3]]
+        both = (a >= 0) & (b >= 0)
+        adjacent = ((a - b) % nb == 1) | ((b - a) % nb == 1)
+        # side index of a loop position: sides run from one corner to the next, corners on both
+        sa = (np.searchsorted(p, a, side="right") - 1) % 4
+        sb = (np.searchsorted(p, b, side="right") - 1) % 4
+        same = (sa == sb) | np.isin(a, p) & ((sb + 1) % 4 == sa) | np.isin(b, p) & ((sa + 1) % 4 == sb)
+        out |= both & ~adjacent & same
+    return out
+
+
+def _repair_folds(uv, V, F, loop, corners, width, height):
+    """Repair input faces that fold on the layout of the flipped triangulation, locally.
+
+    The flat metric lives on the flipped (intrinsic Delaunay) triangulation; input faces drawn
+    with straight edges on its vertex positions can fold where input edges were flipped. The
+    interior vertices of the folded faces and ``_REPAIR_RINGS`` rings around them are moved, all
+    other vertices fixed, by minimising a foldover-free conformal energy (:func:`_untangle_region`)
+    whose reference triangles are the 3D input faces (the conformal target shapes) at the map's
+    local scale, in the isotropic W x H frame of the flat rectangle. If faces still fold, the
+    region's rings double, up to ``_REPAIR_MAX_FRACTION`` of the vertices (or
+    ``_REPAIR_MIN_CAP``); the map is never replaced by a whole-disk (Tutte) map. Faces that no
+    move of interior vertices can unfold (all three vertices on the boundary, or beside a chord
+    whose ends share a side) are left out and reported.
+
+    Returns ``(uv, info)``: counts before and after, vertices moved, and the mean dilatation of
+    the faces touching moved vertices before and after against the rest of the map.
     """
     n = len(uv)
-    uv = uv.copy()
-    folded0 = int((area <= 0).sum())
+    WH = np.array([width, height])
+    Q0 = uv * WH
+    area0 = _k.signed_areas(uv, F)
+    folded = area0 <= 0
+    folded0 = int(folded.sum())
     interior = np.ones(n, dtype=bool)
     interior[loop] = False
-    rows = np.concatenate([F[:, 0], F[:, 1], F[:, 2], F[:, 1], F[:, 2], F[:, 0]])
-    cols = np.concatenate([F[:, 1], F[:, 2], F[:, 0], F[:, 0], F[:, 1], F[:, 2]])
-    A = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-    A.data[:] = 1.0  # adjacency (each edge once)
-    deg = np.asarray(A.sum(axis=1)).ravel()
-    region = np.zeros(n, dtype=bool)
-    region[np.unique(F[area <= 0])] = True
-    rings = 1
-    moved = 0
+    rows = np.concatenate([F[:, 0], F[:, 1], F[:, 2]])
+    cols = np.concatenate([F[:, 1], F[:, 2], F[:, 0]])
+    A = sp.csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    A = (A + A.T).tocsr()
+    seed = np.zeros(n, dtype=bool)
+    seed[F[folded].ravel()] = True
+    # faces that cannot unfold: all three vertices on the boundary, or beside a chord whose ends
+    # share a side; left out of the energy and reported
+    stuck = folded & (~interior[F].any(axis=1) | _one_side_chord_faces(F, loop, corners))
+    cap = max(_REPAIR_MIN_CAP, int(_REPAIR_MAX_FRACTION * n))
+    rings = _REPAIR_RINGS
+    Q = Q0
+    region = seed
+    free = np.zeros(0, dtype=np.int64)
     rounds = 0
-    for rounds in range(1, max_rounds + 1):
+    faces = np.zeros(0, dtype=np.int64)
+    while True:
+        rounds += 1
+        region = seed.copy()
         for _ in range(rings):
-            region |= (A @ region.astype(float)) > 0
-        sel = np.flatnonzero(region & interior)
-        if len(sel) == 0:
+            region = region | ((A @ region.astype(np.int8)) > 0)
+        free_mask = region & interior
+        free = np.flatnonzero(free_mask)
+        faces = np.flatnonzero(free_mask[F].any(axis=1) & ~stuck)
+        Fr = F[faces]
+        Xinv, _ = _reference_frames(V, Fr, _layout_scale(Q0, V, Fr))
+        # local numbering: the optimisation sees only the region's faces and their vertices
+        verts, Fl = np.unique(Fr, return_inverse=True)
+        Fl = Fl.reshape(-1, 3)
+        local_free = np.flatnonzero(free_mask[verts])
+        Ql = _untangle_region(Q0[verts], local_free, Fl, Xinv)
+        Q = Q0.copy()
+        Q[verts] = Ql
+        folded_now = (_k.signed_areas(Q / WH, F) <= 0) & ~stuck
+        if not folded_now.any() or len(free) >= cap or len(free) == int(interior.sum()):
             break
-        fixed = np.flatnonzero(~(region & interior))
-        Lss = (sp.diags(deg[sel]) - A[sel][:, sel]).tocsc()
-        rhs = A[sel][:, fixed] @ uv[fixed]
-        lu = spla.splu(Lss)
-        uv[sel] = np.column_stack(
-            [lu.solve(np.ascontiguousarray(rhs[:, 0])), lu.solve(np.ascontiguousarray(rhs[:, 1]))]
-        )
-        moved = len(sel)
-        area = _k.signed_areas(uv, F)
-        if not (area <= 0).any():
-            break
+        seed[F[folded_now].ravel()] = True
         rings *= 2
-    folded = int((area <= 0).sum())
+    uv = Q / WH
+    uv[loop] = Q0[loop] / WH  # boundary vertices never move (exactly)
+    area = _k.signed_areas(uv, F)
+    n_folded = int((area <= 0).sum())
+    moved = int((np.abs(uv - Q0 / WH).max(axis=1) > 1e-12).sum())
+    # dilatation of the region's faces before and after, against the rest (3D shapes as reference)
+    Xall, _ = _reference_frames(V, F, np.ones(len(F)))
+    in_region = np.zeros(len(F), dtype=bool)
+    in_region[faces] = True
+    K0 = _dilatation(_jacobians(Q0 / WH, F, Xall))  # of the map as returned (as surfmap.distortion)
+    K1 = _dilatation(_jacobians(uv, F, Xall))
+    rest = ~in_region
+
+    def mean(x):
+        x = x[np.isfinite(x)]
+        return float(x.mean()) if len(x) else float("nan")
+
     info = {
         "folded_input_faces": folded0,
+        "folded_after_repair": n_folded,
+        "repair_region": {
+            "vertices_free": int(len(free)),
+            "vertices_moved": moved,
+            "faces": int(len(faces)),
+            "rounds": rounds,
+            "rings": int(rings),
+            "unrepairable_faces": int(stuck.sum()),
+            "dilatation_region_before": mean(K0[in_region]),  # folded faces count as inf: left out
+            "dilatation_region_after": mean(K1[in_region]),
+            "dilatation_rest": mean(K1[rest]),
+            "dilatation_all_before": mean(K0),
+            "dilatation_all_after": mean(K1),
+        },
         "repairs": [
             (
-                f"{folded0} input faces folded on the flat layout of the flipped triangulation; moved {moved} "
-                f"interior vertices to Tutte positions in {rounds} round(s); {folded} still folded"
+                f"{folded0} input faces folded on the flat layout of the flipped triangulation; untangled "
+                f"locally: {moved} interior vertices moved ({len(faces)} faces, mean dilatation "
+                f"{mean(K1[in_region]):.3f} there against {mean(K1[rest]):.3f} elsewhere); "
+                f"{n_folded} still folded"
+                + (
+                    f" ({int(stuck.sum())} beside chords with both ends on one side or with all three "
+                    "vertices on the boundary: split chords with surfmap.cut)"
+                    if stuck.any() else ""
+                )
             )
         ],
-        "folded_after_repair": folded,
     }
-    log.warning("conformal_map: %s", info["repairs"][0])
+    (log.warning if n_folded else log.info)("conformal_map: %s", info["repairs"][0])
     return uv, info

@@ -389,16 +389,61 @@ def test_conformal_map_rejects_ears():
         surfmap.conformal_map(Mesh(V, F))
 
 
-def test_untangle_repairs_folded_input_faces_locally():
-    mesh, _ = grid(10, 10)
+def test_repair_folds_untangles_a_folded_vertex_locally():
+    mesh, corners = grid(10, 10)
     uv = mesh.vertices[:, :2].copy()
     uv[60] = uv[60] + [0.25, 0.17]  # fold the faces around an interior vertex
     area = K.signed_areas(uv, mesh.faces)
     assert (area <= 0).sum() > 0
     loop = boundary_loop(mesh.faces)
-    fixed, info = C._untangle(uv, mesh.faces, loop, area)
+    fixed, info = C._repair_folds(uv, mesh.vertices, mesh.faces, loop, corners, 1.0, 1.0)
     assert (K.signed_areas(fixed, mesh.faces) > 0).all()
     assert info["folded_input_faces"] == int((area <= 0).sum()) and info["folded_after_repair"] == 0
     np.testing.assert_array_equal(fixed[loop], uv[loop])
     far = np.linalg.norm(mesh.vertices[:, :2] - mesh.vertices[60, :2], axis=1) > 0.45
     np.testing.assert_array_equal(fixed[far], uv[far])  # only a neighbourhood moved
+    # the grid is its own conformal map: the repair puts the vertex back where it was
+    np.testing.assert_allclose(fixed, mesh.vertices[:, :2], atol=1e-3)  # 1 % of an edge
+    assert info["repair_region"]["dilatation_region_after"] < 1.01
+
+
+def spiked_grid(nx=32, height=0.5, width=0.05, skew=0.3, seed=0):
+    """A jittered (non-Delaunay) grid lifted by a narrow Gaussian spike: its flat metric lives on
+    a triangulation far from the input's near the spike, where input faces fold on the layout."""
+    mesh, corners = grid(nx, nx)
+    V = mesh.vertices.copy()
+    inner = ((V[:, :2] > 0) & (V[:, :2] < 1)).all(axis=1)
+    V[inner, :2] += skew * np.random.default_rng(seed).uniform(-1, 1, (int(inner.sum()), 2)) / nx
+    V[:, 2] = height * np.exp(-((V[:, 0] - 0.5) ** 2 + (V[:, 1] - 0.5) ** 2) / width**2)
+    return Mesh(V, mesh.faces), corners
+
+
+def test_conformal_map_repairs_folds_of_the_flipped_layout_locally(monkeypatch):
+    mesh, _ = spiked_grid()
+    unrepaired = {}
+    repair = C._repair_folds
+
+    def spy(uv, *args):
+        unrepaired["uv"] = uv.copy()
+        return repair(uv, *args)
+
+    monkeypatch.setattr(C, "_repair_folds", spy)
+    fm = surfmap.conformal_map(mesh)
+    info = fm.info
+    assert info["folded_input_faces"] >= 1 and info["folded_after_repair"] == 0
+    check_square(fm, mesh)
+    uv0 = unrepaired["uv"]
+    folded = K.signed_areas(uv0, mesh.faces) <= 0
+    assert folded.sum() == info["folded_input_faces"]
+    # local: few vertices moved, all within a few rings of the folded faces
+    moved = np.flatnonzero((fm.uv != uv0).any(axis=1))
+    assert len(moved) == info["repair_region"]["vertices_moved"] <= 0.06 * len(uv0)
+    centre = mesh.vertices[np.unique(mesh.faces[folded]), :2]
+    dist = np.linalg.norm(mesh.vertices[moved, None, :2] - centre[None], axis=2).min(axis=1)
+    assert dist.max() < 4 * 1.5 / 32
+    # conformality kept: mean dilatation no worse than the unrepaired map's (its folded faces left out)
+    before = surfmap.distortion(surfmap.FlatMap(uv=uv0, faces=fm.faces, vertex_map=fm.vertex_map,
+                                                corners=fm.corners, vertices=fm.vertices))
+    after = surfmap.distortion(fm)
+    assert after.dilatation_mean <= 1.01 * before.dilatation_mean
+    np.testing.assert_allclose(info["repair_region"]["dilatation_all_after"], after.dilatation_mean, rtol=1e-6)
