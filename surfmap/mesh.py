@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components as _cc
 
+from ._kernels import mesh as _km
 from .exceptions import MaskError, MeshError
 
 __all__ = [
@@ -349,9 +350,20 @@ def edges(F) -> np.ndarray:
     return np.column_stack([key // n, key % n])
 
 
+def _group_pairs(x: np.ndarray, y: np.ndarray, n: int):
+    """``_group(x * n + y)`` for vertex pairs, by a linear-time bucket sort (``_kernels.mesh``)."""
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order, inv, g = _km.group_pairs(x, y, n)
+    counts = np.bincount(inv, minlength=g)
+    first = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
+    return x[first] * n + y[first], inv, counts
+
+
 def _edge_face_counts(F: np.ndarray, n: int):
+    """(sorted undirected edge keys ``lo * n + hi``, edge of each half-edge, faces per edge)."""
     a, b = _half_edges(F)
-    return _group(np.minimum(a, b) * n + np.maximum(a, b))
+    return _group_pairs(np.minimum(a, b), np.maximum(a, b), n)
 
 
 def non_manifold_edges(F, n_vertices: int | None = None) -> np.ndarray:
@@ -366,17 +378,17 @@ def non_manifold_edges(F, n_vertices: int | None = None) -> np.ndarray:
 def euler_characteristic(F) -> int:
     """V - E + F counted on the vertices the faces use."""
     F = np.asarray(F, dtype=np.int64)
-    return int(np.count_nonzero(np.bincount(F.ravel())) - len(edges(F)) + len(F))
+    n = int(F.max()) + 1
+    a, b = _half_edges(F)
+    n_edges = _km.group_pairs(np.minimum(a, b), np.maximum(a, b), n)[2]
+    return int(np.count_nonzero(np.bincount(F.ravel())) - n_edges + len(F))
 
 
 def _boundary_half_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Half-edges (a -> b) whose twin (b -> a) is absent."""
     a, b = _half_edges(F)
     n = int(F.max()) + 1
-    fwd = np.sort(a * n + b)
-    rev = b * n + a
-    pos = np.minimum(np.searchsorted(fwd, rev), len(fwd) - 1)
-    is_bnd = fwd[pos] != rev
+    is_bnd = _km.reverse_missing(a, b, n)
     return a[is_bnd], b[is_bnd]
 
 
@@ -432,18 +444,17 @@ def boundary_loop(F) -> np.ndarray:
     return loops[0]
 
 
-def _face_adjacency(F: np.ndarray, n: int) -> sp.csr_matrix:
-    """Faces sharing an edge, as a sparse (m, m) adjacency matrix."""
+def _face_adjacency(F: np.ndarray, n: int, symmetric: bool = True) -> sp.csr_matrix:
+    """Faces sharing an edge, as a sparse (m, m) adjacency matrix (one direction only unless ``symmetric``)."""
     m = len(F)
-    uniq, inv, _ = _edge_face_counts(F, n)
-    face_of = np.repeat(np.arange(m), 3)
-    # pair half-edges that share an undirected edge
-    order = np.argsort(inv, kind="stable")
-    inv_s, f_s = inv[order], face_of[order]
-    same = inv_s[1:] == inv_s[:-1]
+    a, b = _half_edges(F)
+    # pair consecutive half-edges of the sorted keys that share an undirected edge
+    order, inv, _ = _km.group_pairs(np.minimum(a, b), np.maximum(a, b), n)
+    k_s, f_s = inv[order], order // 3
+    same = k_s[1:] == k_s[:-1]
     r, c = f_s[:-1][same], f_s[1:][same]
-    adj = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(m, m))
-    return (adj + adj.T).tocsr()
+    adj = sp.csr_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(m, m))
+    return (adj + adj.T).tocsr() if symmetric else adj
 
 
 def connected_components(F, n_vertices: int | None = None) -> tuple[int, np.ndarray]:
@@ -452,7 +463,8 @@ def connected_components(F, n_vertices: int | None = None) -> tuple[int, np.ndar
     n = int(F.max()) + 1 if n_vertices is None else n_vertices
     if len(F) == 0:
         return 0, np.zeros(0, dtype=np.int64)
-    k, lab = _cc(_face_adjacency(F, n), directed=False)
+    # weak components of the one-directional adjacency are the undirected ones
+    k, lab = _cc(_face_adjacency(F, n, symmetric=False), directed=True, connection="weak")
     return int(k), lab.astype(np.int64)
 
 
@@ -768,7 +780,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
             "such a mesh cannot be flattened: repair it (e.g. remove duplicate faces) first"
         )
     a, b = _half_edges(F)
-    directed, _, counts = _group(a * n + b)
+    directed, _, counts = _group_pairs(a, b, n)
     twice = directed[counts > 1]
     if len(twice):
         first = [int(twice[0] // n), int(twice[0] % n)]
@@ -825,10 +837,14 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
         Fk = Fk[~tiny]
         repairs.append(f"removed {int(tiny.sum())} zero-area face(s) on the boundary")
 
-    # 3. components, ears, dangling faces, pinched vertices: repeat until stable
+    # 3. components, ears, dangling faces, pinched vertices: repeat until stable. Removing ears and
+    # dangling faces (faces with at most one interior edge: leaves of the face graph) never splits
+    # the region, so the pieces are looked at first and after pinches are removed only.
+    pieces_may_split = True
     for _ in range(1000):
         changed = False
-        big = _largest_piece(Fk, n, mesh.name)
+        big = _largest_piece(Fk, n, mesh.name) if pieces_may_split else np.ones(len(Fk), dtype=bool)
+        pieces_may_split = False
         if not big.all():
             k, _lab = connected_components(Fk, n)
             repairs.append(f"kept the largest of {k} pieces; dropped {int((~big).sum())} faces in the others")
@@ -843,7 +859,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
         if pinch.any():
             repairs.append(f"removed {int(pinch.sum())} face(s) at vertices where the boundary touches itself")
             Fk = Fk[~pinch]
-            changed = True
+            changed = pieces_may_split = True
         if not changed:
             break
 
