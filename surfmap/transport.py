@@ -299,6 +299,10 @@ def solve_transport(
     return _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats)
 
 
+_FAR = 0.25  # largest |log(area / mass)| of a cell above which Newton works on log areas
+_LOG_STEP = 2.0  # largest change of a log cell area one far Newton step asks for
+
+
 def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
     """:func:`solve_transport` after validation; ``start``: ``(T, N)`` or None."""
     D = PowerDiagram(P, w, start)
@@ -321,27 +325,47 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                 return w, D
             if it == max_iter:
                 break
-            # inexact Newton: every cell's residual within eta of its own area error (so that no
-            # cell close to the KMT bound is pushed below it) plus eta * err of its target mass
-            # (so that the max relative error contracts); eta falls with err (superlinear), but
-            # no lower than needed to land 10x below tol (the last step needs no exact solve)
-            eta = min(0.1, max(0.1 * err, 0.1 * tol / err))
             H, A = D._newton_matrices(pin)
-            d, exact = solver.solve(H, A, P, -g, eta * (np.abs(g) + eta * err * nu), last=err * err < tol)
             gnorm = np.sqrt(_k.dot(g, g))
+            r = np.log(D.areas / nu)
+            far = float(np.max(np.abs(r))) > _FAR
+            if far:
+                # far from the solution (a cell off by more than a factor e^_FAR): Newton on the log
+                # cell areas, each cell asked to change by a factor at most e^_LOG_STEP. A linear
+                # model of the areas themselves asks crowded sites for growth that empties their
+                # neighbours, so the steps had to be damped to nothing (and every tiny step cost a
+                # convex hull); the log model keeps every predicted area positive.
+                phi = np.sqrt(_k.dot(r, r))
+                q = np.clip(r, -_LOG_STEP, _LOG_STEP)
+                q -= _k.dot(D.areas, q)  # areas sum to 1: the change of log areas averages to 0
+                rhs = -D.areas * q
+                d, exact = solver.solve(H, A, P, rhs, 0.1 * (np.abs(rhs) + 0.01 * D.areas))
+            else:
+                # inexact Newton: every cell's residual within eta of its own area error (so that no
+                # cell close to the KMT bound is pushed below it) plus eta * err of its target mass
+                # (so that the max relative error contracts); eta falls with err (superlinear), but
+                # no lower than needed to land 10x below tol (the last step needs no exact solve)
+                eta = min(0.1, max(0.1 * err, 0.1 * tol / err))
+                rhs = -g
+                d, exact = solver.solve(H, A, P, rhs, eta * (np.abs(g) + eta * err * nu), last=err * err < tol)
             t = 1.0
             while True:
                 wt = w + t * d
                 Dt = PowerDiagram(P, wt, D.triangulation, fallback=t < 1e-2, neighbours=(D.ptr, D.neighbours))
                 log.debug("trial t=%g flips=%d min area %.3e", t, Dt.flips, Dt.areas.min())
                 if Dt.areas.min() >= eps0:
-                    gt = Dt.areas - nu
-                    if np.sqrt(_k.dot(gt, gt)) <= (1.0 - 0.5 * t) * gnorm:
-                        break
+                    if far:
+                        rt = np.log(Dt.areas / nu)
+                        if np.sqrt(_k.dot(rt, rt)) <= (1.0 - 0.1 * t) * phi:
+                            break
+                    else:
+                        gt = Dt.areas - nu
+                        if np.sqrt(_k.dot(gt, gt)) <= (1.0 - 0.5 * t) * gnorm:
+                            break
                 t *= 0.5
                 stats["halvings"] += 1
                 if t < 1.0 / 32 and not exact:  # the inexact direction may be the reason: solve exactly
-                    d, exact = solver.solve(H, A, P, -g)
+                    d, exact = solver.solve(H, A, P, rhs)
                     t = 1.0
                 if t < 1e-14:
                     raise ConvergenceError(
