@@ -383,7 +383,7 @@ def table(outcomes: list[Outcome], s1_dir: str | None = None) -> str:
     poor = [o for o in ok if o.area["area_abs_p95"] > _POOR_AREA]
     if poor:
         lines += ["", f"### bijective, but area-preserving p95 |log area ratio| > {_POOR_AREA:g} ({len(poor)})", "",
-                  "| case | p95 \|d\| | repro |", "|---|---:|---|"]
+                  "| case | p95 \\|d\\| | repro |", "|---|---:|---|"]
         lines += [f"| `{o.case}` | {o.area['area_abs_p95']:.3f} | `{repro(o.case, s1_dir)}` |" for o in poor]
     for status in ("failure", "clear error"):
         bad = [o for o in outcomes if o.status == status]
