@@ -642,9 +642,8 @@ def split_chords(V, F) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if len(ends) == 0:
         return V, F, ends
     # the faces touching a chord, by directed edge; a face may hold two chords (split in turn)
-    key = set((ends[:, 0] * n + ends[:, 1]).tolist())
     a, b = F.ravel(), F[:, [1, 2, 0]].ravel()
-    hit = np.flatnonzero(np.isin(np.minimum(a, b) * n + np.maximum(a, b), list(key))) // 3
+    hit = np.flatnonzero(np.isin(np.minimum(a, b) * n + np.maximum(a, b), ends[:, 0] * n + ends[:, 1])) // 3
     slot_of = {}  # directed half-edge (x, y) -> face slot holding it
     faces = {int(f): F[f].tolist() for f in np.unique(hit)}
     extra = []
@@ -691,8 +690,7 @@ def unsplit_faces(F, ends) -> np.ndarray:
     ends = np.asarray(ends, dtype=np.int64).reshape(-1, 2)
     if len(ends) == 0:
         return F.copy()
-    n = int(ends.max()) + 1
-    n = max(n, int(F.max()) + 1 - len(ends))
+    n = int(F.max()) + 1 - len(ends)  # the last inserted vertex is in a face
     has = (F >= n).any(axis=1)
     # the split face (p, q, r) became (p, mid, r) and (mid, q, r): keep the half where mid is
     # followed by an end of its edge, with mid replaced by the other end. A face split twice is
