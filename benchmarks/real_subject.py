@@ -132,8 +132,9 @@ def _stages(info: dict) -> dict:
     return st
 
 
-def plot_maps(rows: list[dict], out: Path, case: str) -> Path | None:
-    """One panel per method: the flat map, faces coloured by log area ratio (shared scale)."""
+def plot_maps(rows: list[dict], out: Path, case: str, what: str = "area") -> Path | None:
+    """One panel per method: the flat map, faces coloured by log area ratio (``what="area"``) or by
+    dilatation (``what="dilatation"``), on a shared scale."""
     from surfmap.distortion import distortion as surfmap_distortion
     from surfmap.flatmap import FlatMap
 
@@ -164,8 +165,12 @@ def plot_maps(rows: list[dict], out: Path, case: str) -> Path | None:
         used = np.unique(F)
         lo, hi = uv[used].min(0), uv[used].max(0)
         xy = (uv - lo) / (hi - lo).max()
-        pc = ax.tripcolor(xy[:, 0], xy[:, 1], F, facecolors=np.clip(np.nan_to_num(d.log_area_ratio), -2, 2),
-                          cmap="RdBu_r", vmin=-2, vmax=2, rasterized=True)
+        if what == "area":
+            pc = ax.tripcolor(xy[:, 0], xy[:, 1], F, facecolors=np.clip(np.nan_to_num(d.log_area_ratio), -2, 2),
+                              cmap="RdBu_r", vmin=-2, vmax=2, rasterized=True)
+        else:
+            K = np.clip(np.nan_to_num(d.dilatation, nan=4.0, posinf=4.0), 1, 4)
+            pc = ax.tripcolor(xy[:, 0], xy[:, 1], F, facecolors=K, cmap="magma_r", vmin=1, vmax=4, rasterized=True)
         flipped = d.signed_area <= 0
         if flipped.any():
             c = xy[F[flipped]].mean(axis=1)
@@ -174,9 +179,11 @@ def plot_maps(rows: list[dict], out: Path, case: str) -> Path | None:
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_title(f"{r.get('label', r['method'])}\nflipped {d.n_flipped}, p95 |d| {d.area_abs_p95:.2f}, "
                      f"mean K {d.dilatation_mean:.2f}", fontsize=8)
-    fig.colorbar(pc, ax=list(axes[:n]), shrink=0.8, label="log area ratio d (clipped to ±2)")
-    fig.suptitle(f"{case}: flat maps, faces coloured by area distortion (x: flipped faces)", fontsize=10)
-    p = out / f"s1_maps_{case.split('-')[-1]}.png"
+    label = "log area ratio d (clipped to ±2)" if what == "area" else "dilatation sigma1/sigma2 (clipped to 4)"
+    fig.colorbar(pc, ax=list(axes[:n]), shrink=0.8, label=label)
+    fig.suptitle(f"{case}: flat maps, faces coloured by {'area distortion' if what == 'area' else 'dilatation'} "
+                 "(x: flipped faces)", fontsize=10)
+    p = out / f"s1_{'maps' if what == 'area' else 'dilatation'}_{case.split('-')[-1]}.png"
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
@@ -198,6 +205,7 @@ def run_s1(s1_dir, out: Path, workdir: Path, *, surfaces=("white", "inflated"), 
         rows.append(pycortex_row(s1_dir, case, surface, workdir))
         report.write_histograms(rows, out, case=case.name)
         plot_maps(rows, out, case.name)
+        plot_maps(rows, out, case.name, what="dilatation")
     return dict(rows=[report.strip_row(r) for r in rows], cuts=cuts, summary=summary(rows),
                 settings=dict(surfaces=list(surfaces), repeats=repeats, cap_s=cap, s1_dir=str(s1_dir)))
 
@@ -210,14 +218,21 @@ def markdown(s1: dict) -> str:
     for case, c in s1.get("cuts", {}).items():
         lines.append(f"- {case}: {c['n_mesh']} vertices, disk {c['n_disk']} ({c['inserted']} inserted by the cut); "
                      f"cut {c['cut_s']:.2f} s; repairs: {'; '.join(c['repairs'])}")
-    lines += ["", "| cortex | method | time (s) | × LSCM | peak mem (MB) | × LSCM's | stage timings (s) |",
-              "|---|---|---:|---:|---:|---:|---|"]
+    lines += ["", "| cortex | method | time (s) | × LSCM | peak mem (MB) | × LSCM's |", "|---|---|---:|---:|---:|---:|"]
+    cols = []
     for case, s in s1.get("summary", {}).items():
+        if s.get("lscm_s"):
+            lines.append(f"| {case} | igl_lscm | {s['lscm_s']:.2f} | 1 | {report._f(s.get('lscm_mem_mb'), '{:.0f}')} | 1 |")
         for name, m in s["methods"].items():
-            st = ", ".join(f"{k} {v:.2f}" for k, v in m["stages"].items())
             lines.append(f"| {case} | {name}{'' if m['warm'] else ' (first call)'} | {m['seconds']:.2f} | "
                          f"{report._f(m['x_lscm'], '{:.2f}')} | {report._f(m['peak_mem_mb'], '{:.0f}')} | "
-                         f"{report._f(m['mem_x_lscm'], '{:.2f}')} | {st} |")
+                         f"{report._f(m['mem_x_lscm'], '{:.2f}')} |")
+            cols.append((f"{case.replace('S1-left-', '')} {name.replace('surfmap_', '')}", m["stages"]))
+    if cols:
+        stages = list(dict.fromkeys(k for _, st in cols for k in st))
+        lines += ["", "Stage timings of `flatten` (s; `fm.info['timings']`, and the stages' own as stage.part):", "",
+                  "| stage | " + " | ".join(c for c, _ in cols) + " |", "|---|" + "---:|" * len(cols)]
+        lines += [f"| {k} | " + " | ".join(report._f(st.get(k), "{:.2f}") for _, st in cols) + " |" for k in stages]
     return "\n".join(lines) + "\n"
 
 
