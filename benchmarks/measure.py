@@ -191,7 +191,11 @@ def run_worker(spec: dict) -> dict:
     stats, d, K = distortion(res.vertices3d, res.faces, res.uv)
     out["distortion"] = stats
     if spec.get("out"):
-        np.savez_compressed(spec["out"], d=d.astype(np.float32), K=K.astype(np.float32))
+        extra = {}
+        if spec.get("save_map"):  # the map itself, for figures
+            extra = dict(uv=np.asarray(res.uv, dtype=np.float64), faces=np.asarray(res.faces, dtype=np.int64),
+                         vertices3d=np.asarray(res.vertices3d, dtype=np.float64))
+        np.savez_compressed(spec["out"], d=d.astype(np.float32), K=K.astype(np.float32), **extra)
     return out
 
 

@@ -135,7 +135,9 @@ def _igl_harmonic_square(prep) -> Result:
 def _fm_result(fm, V3) -> Result:
     info = dict(fm.info)
     info["corners"] = np.asarray(fm.corners).tolist()
-    return Result(fm.uv, fm.faces, V3[fm.vertex_map], info, flatmap=fm)
+    # 3D position of every uv row (vertices inserted by the cut interpolated)
+    V = fm.vertices if fm.vertices is not None else fm.to_flat(V3)
+    return Result(fm.uv, fm.faces, V, info, flatmap=fm)
 
 
 def _prep_surfmap_disk(case, save_to=None, **_):
@@ -195,6 +197,14 @@ def _surfmap_flatten(prep) -> Result:
     return _fm_result(surfmap.flatten(mesh, keep, method="area"), mesh.vertices)
 
 
+def _surfmap_flatten_conformal(prep) -> Result:
+    """The conformal pipeline: cut, conformal map."""
+    import surfmap
+
+    mesh, keep = prep
+    return _fm_result(surfmap.flatten(mesh, keep, method="conformal"), mesh.vertices)
+
+
 METHODS: dict[str, Method] = {
     m.name: m
     for m in [
@@ -204,6 +214,8 @@ METHODS: dict[str, Method] = {
                needs_conformal=True),
         Method("surfmap_flatten", "surfmap flatten (cut+conformal+OT)", "surfmap", _prep_surfmap_flatten,
                _surfmap_flatten),
+        Method("surfmap_flatten_conformal", "surfmap flatten, conformal (cut+conformal)", "surfmap",
+               _prep_surfmap_flatten, _surfmap_flatten_conformal),
         Method("igl_lscm", "libigl LSCM (2 fixed vertices)", "libigl", _prep_igl, _igl_lscm),
         Method("igl_harmonic_disk", "libigl harmonic, disk", "libigl", _prep_igl, _igl_harmonic_disk),
         Method("igl_harmonic_square", "libigl harmonic, square (surfmap's corners)", "libigl",

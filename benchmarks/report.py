@@ -172,6 +172,10 @@ def markdown(results: dict) -> str:
         s += ["## Rasterization\n", _dict_table(results["raster"]), ""]
     if results.get("batch"):
         s += ["## Batch\n", _dict_table(results["batch"]), ""]
+    if results.get("s1"):
+        from .real_subject import markdown as s1_markdown
+
+        s += [s1_markdown(results["s1"]), ""]
     if results.get("errors"):
         s += ["## Errors\n"] + [f"- {k}: `{v.strip().splitlines()[-1]}`" for k, v in results["errors"].items()]
     return "\n".join(s) + "\n"

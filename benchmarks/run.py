@@ -11,6 +11,8 @@ Sections (each can be skipped):
 3. raster: Rasterizer build per subject map (native mode) and 1,000 subjects x 4 metrics at
    224 x 224 with one operator (template mode).
 4. batch: ``surfmap batch --jobs 1`` and ``--jobs 2`` on a synthetic FreeSurfer cohort.
+5. with ``--s1 DIR``: the real subject (pycortex's S1, left white and inflated cortex), see
+   :mod:`benchmarks.real_subject`.
 
 Writes ``results.json``, ``results.md`` and PNG plots to the output folder.
 """
@@ -82,10 +84,11 @@ def machine_info() -> dict:
 # one method on one case, in its own process
 
 def measure_method(case_path: Path, method: str, workdir: Path, *, repeats: int, profile: bool = False,
-                   kwargs: dict | None = None, timeout: float = 600.0, cap: float | None = None) -> dict:
+                   kwargs: dict | None = None, timeout: float = 600.0, cap: float | None = None,
+                   save_map: bool = False) -> dict:
     """Run :func:`benchmarks.measure.run_worker` in a fresh process; never raises."""
     tag = f"{Path(case_path).stem}.{method}"
-    spec = dict(case=str(case_path), method=method, repeats=repeats, profile=profile,
+    spec = dict(case=str(case_path), method=method, repeats=repeats, profile=profile, save_map=save_map,
                 kwargs=kwargs or {}, cap=cap, out=str(workdir / f"{tag}.faces.npz"),
                 result=str(workdir / f"{tag}.result.json"))
     spec_path = workdir / f"{tag}.spec.json"
@@ -137,7 +140,8 @@ def _kwargs_for(name: str, case: Case, workdir: Path, corners) -> dict:
 
 
 def run_methods(case: Case, methods: list[str], workdir: Path, *, repeats: int, profile: bool = False,
-                timeout: float = 1800.0, cap: float | None = None, predicted: dict | None = None) -> list[dict]:
+                timeout: float = 1800.0, cap: float | None = None, predicted: dict | None = None,
+                save_map: bool = False) -> list[dict]:
     """Each method on one case, in order (surfmap's conformal first: its corners and map feed the
     harmonic square map and the OT stage). ``predicted``: method -> predicted seconds; a method
     predicted over ``cap`` is not run and is reported skipped."""
@@ -157,10 +161,11 @@ def run_methods(case: Case, methods: list[str], workdir: Path, *, repeats: int, 
             if m.needs_corners and corners is None:
                 log(f"  {case.name} {name}: surfmap's corners unavailable; quarter points by arc length")
             r = measure_method(path, name, workdir, repeats=repeats, kwargs=kwargs,
-                               profile=profile and name.startswith("surfmap"), timeout=timeout, cap=cap)
+                               profile=profile and name.startswith("surfmap"), timeout=timeout, cap=cap,
+                               save_map=save_map)
         r.update(case=case.name, n=case.n, label=m.label, tool=m.tool)
-        if name == "surfmap_conformal" and "info" in r:
-            corners = r["info"].get("corners")
+        if name in ("surfmap_conformal", "surfmap_flatten_conformal") and "info" in r and corners is None:
+            corners = r["info"].get("corners")  # disk indices: flatten's uv rows are the disk's vertices
         log(f"  {case.name:<18} {name:<20} {_brief(r)}")
         rows.append(r)
     return rows
@@ -288,8 +293,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="warm calls per method (default 3; 2 with --quick)")
     ap.add_argument("--cap", type=float, default=None,
                     help="time cap in seconds for one method on the largest refined mesh (default 90)")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["comparison", "scaling", "raster", "batch"],
+    ap.add_argument("--skip", nargs="*", default=[], choices=["comparison", "scaling", "raster", "batch", "s1"],
                     help="sections to leave out")
+    ap.add_argument("--s1", metavar="DIR", default=None,
+                    help="adds the real-subject section: pycortex's S1 surfaces in DIR (wm_lh.gii, flat_lh.gii, ...; "
+                         "see benchmarks/README.md), left white and inflated cortex")
     args = ap.parse_args(argv)
 
     out = Path(args.out)
@@ -363,10 +371,24 @@ def main(argv=None) -> int:
             results["batch"] = throughput.batch(work, quick=args.quick)
             log(f"   {results['batch'].get('summary', results['batch'])}")
 
+        def s1():
+            from . import real_subject
+
+            log(f"5. real subject S1 ({args.s1})")
+            results["s1"] = real_subject.run_s1(args.s1, out, work / "s1", repeats=min(repeats, 1), log=log)
+
+        if args.s1:
+            real_subject_dir = Path(args.s1)
+            if not (real_subject_dir / "flat_lh.gii").exists():
+                ap.error(f"--s1 {args.s1}: expected pycortex's S1 surfaces (flat_lh.gii, wm_lh.gii, ...) there; "
+                         "see benchmarks/README.md")
+            (work / "s1").mkdir()
         section("comparison", comparison)
         section("scaling", scaling)
         section("raster", raster)
         section("batch", batch)
+        if args.s1:
+            section("s1", s1)
     results["total_s"] = time.perf_counter() - t_start
     save()
     log(f"done in {results['total_s']:.0f} s: {out / 'results.md'}, {out / 'results.json'}, plots in {out}")

@@ -156,12 +156,13 @@ def distortion(fm: FlatMap, mesh: Mesh | None = None) -> Distortion:
     if mesh is not None:
         if not isinstance(mesh, Mesh):
             raise MeshError(f"mesh: expected a surfmap.Mesh or None; found {type(mesh).__name__}")
-        if fm.vertex_map.max(initial=-1) >= mesh.n_vertices:
+        top = int(max(fm.vertex_map.max(initial=-1), fm.inserted.max(initial=-1)))
+        if top >= mesh.n_vertices:
             raise MeshError(
-                f"mesh: fm.vertex_map indexes vertex {int(fm.vertex_map.max())} but {mesh.name} has "
+                f"mesh: fm.vertex_map indexes vertex {top} but {mesh.name} has "
                 f"{mesh.n_vertices} vertices; pass the mesh the map was computed from"
             )
-        V = mesh.vertices[fm.vertex_map]
+        V = fm.to_flat(mesh.vertices)  # inserted vertices (chord midpoints) interpolated
     elif fm.vertices is not None:
         V = fm.vertices
     else:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ._json import json_default
-from .exceptions import FormatError, InputFileNotFoundError, MeshError, ParameterError
+from .exceptions import FormatError, InputFileNotFoundError, MeshError, MetricError, ParameterError
 
 __all__ = ["FlatMap", "flatten"]
 
@@ -30,13 +30,22 @@ class FlatMap:
     faces : (m, 3) int64
         Triangles indexing ``uv`` (the input connectivity, positively oriented in the plane).
     vertex_map : (k,) int64
-        Index of each flat vertex in the mesh given to ``flatten`` / ``conformal_map``.
+        Index in the mesh given to ``flatten`` / ``conformal_map`` of each flat vertex that is an
+        original vertex: the first ``k`` rows of ``uv``. The rows after them are vertices inserted
+        by :func:`surfmap.cut` (chord midpoints), see ``inserted``.
     corners : (4,) int64
         Indices into ``uv`` of the vertices at (0, 0), (1, 0), (1, 1), (0, 1).
     info : dict
         Method, iterations, residuals, repairs and stage timings (JSON-serialisable).
-    vertices : (k, 3) float64 or None
+    vertices : (k + j, 3) float64 or None
         3D positions of the flat vertices, used by :func:`surfmap.distortion`.
+    inserted : (j, 2) int64
+        For flat vertex ``k + i``: the two original vertices (indices like ``vertex_map``) whose
+        edge it splits. Empty for most maps.
+    inserted_weights : (j, 2) float64
+        Its interpolation weights: a per-vertex function ``x`` of the original mesh takes
+        ``inserted_weights[i] @ x[inserted[i]]`` there (exact for functions linear on the faces).
+        :meth:`to_flat` and :meth:`interpolation` apply them.
     """
 
     uv: np.ndarray
@@ -45,18 +54,35 @@ class FlatMap:
     corners: np.ndarray
     info: dict = field(default_factory=dict)
     vertices: np.ndarray | None = None
+    inserted: np.ndarray | None = None
+    inserted_weights: np.ndarray | None = None
 
     def __post_init__(self):
         uv = np.ascontiguousarray(self.uv, dtype=np.float64)
         faces = np.ascontiguousarray(self.faces, dtype=np.int64)
         vmap = np.ascontiguousarray(self.vertex_map, dtype=np.int64)
         corners = np.ascontiguousarray(self.corners, dtype=np.int64)
+        ins = np.zeros((0, 2)) if self.inserted is None else np.asarray(self.inserted)
+        ins = np.ascontiguousarray(ins, dtype=np.int64).reshape(-1, 2) if ins.size == 0 else ins
+        w = np.full(ins.shape, 0.5) if self.inserted_weights is None else np.asarray(self.inserted_weights)
+        w = np.ascontiguousarray(w, dtype=np.float64)
         if uv.ndim != 2 or uv.shape[1] != 2:
             raise MeshError(f"FlatMap.uv: expected shape (k, 2); found {uv.shape}")
         if faces.ndim != 2 or faces.shape[1] != 3:
             raise MeshError(f"FlatMap.faces: expected shape (m, 3); found {faces.shape}")
-        if vmap.shape != (len(uv),):
-            raise MeshError(f"FlatMap.vertex_map: expected {len(uv)} entries (one per uv row); found {vmap.shape}")
+        if ins.ndim != 2 or ins.shape[1] != 2 or w.shape != ins.shape:
+            raise MeshError(f"FlatMap.inserted: expected (j, 2) vertex pairs and (j, 2) weights; found shapes "
+                            f"{ins.shape} and {w.shape}")
+        ins = np.ascontiguousarray(ins, dtype=np.int64)
+        if vmap.shape != (len(uv) - len(ins),):
+            raise MeshError(f"FlatMap.vertex_map: expected {len(uv) - len(ins)} entries (one per uv row, less the "
+                            f"{len(ins)} inserted vertices); found {vmap.shape}")
+        if len(ins) and (ins.min() < 0 or not np.allclose(w.sum(axis=1), 1.0)):
+            raise MeshError("FlatMap.inserted: expected vertex indices >= 0 and weights summing to 1 per row; "
+                            f"found min index {int(ins.min())}, weight sums in [{w.sum(1).min():.3g}, "
+                            f"{w.sum(1).max():.3g}]")
+        object.__setattr__(self, "inserted", ins)
+        object.__setattr__(self, "inserted_weights", w)
         if corners.shape != (4,):
             raise MeshError(f"FlatMap.corners: expected 4 vertex indices; found shape {corners.shape}")
         if len(faces) and (faces.min() < 0 or faces.max() >= len(uv)):
@@ -74,7 +100,120 @@ class FlatMap:
 
     @property
     def n_vertices(self) -> int:
+        """Vertices of the flat map (rows of ``uv``), inserted ones included."""
         return len(self.uv)
+
+    @property
+    def n_inserted(self) -> int:
+        """Vertices inserted by the cut (the last rows of ``uv``)."""
+        return len(self.inserted)
+
+    @property
+    def n_original(self) -> int | None:
+        """Vertex count of the mesh given to ``flatten`` (``info['n_original']``), None when not recorded."""
+        n = self.info.get("n_original") if isinstance(self.info, dict) else None
+        return int(n) if n is not None else None
+
+    def _original_count(self, n=None) -> int:
+        if n is None:
+            n = self.n_original
+        if n is None:
+            n = int(max(self.vertex_map.max(initial=-1), self.inserted.max(initial=-1))) + 1
+        return int(n)
+
+    def interpolation(self, n_original: int | None = None):
+        """The sparse ``(n_vertices, n_original)`` CSR matrix taking original-vertex values to the flat vertices.
+
+        Row ``i < len(vertex_map)`` picks ``vertex_map[i]``; an inserted vertex's row holds its
+        ``inserted_weights`` on its two ``inserted`` vertices.
+        """
+        import scipy.sparse as sp
+
+        n = self._original_count(n_original)
+        k, j = len(self.vertex_map), self.n_inserted
+        rows = np.concatenate([np.arange(k), np.repeat(np.arange(k, k + j), 2)])
+        cols = np.concatenate([self.vertex_map, self.inserted.ravel()])
+        vals = np.concatenate([np.ones(k), self.inserted_weights.ravel()])
+        return sp.csr_matrix((vals, (rows, cols)), shape=(k + j, n))
+
+    def to_flat(self, values) -> np.ndarray:
+        """Per-vertex values of the mesh given to ``flatten`` -> values at the flat vertices.
+
+        Parameters
+        ----------
+        values : (n, ...) array
+            One row per original vertex (e.g. a metric, or the 3D coordinates).
+
+        Returns
+        -------
+        (n_vertices, ...) array
+            ``values[vertex_map]`` then, for each inserted vertex, its weighted mean of the rows of
+            its two original vertices (float; NaN in either gives NaN).
+        """
+        x = np.asarray(values)
+        top = int(max(self.vertex_map.max(initial=-1), self.inserted.max(initial=-1)))
+        if x.ndim == 0 or len(x) <= top:
+            raise MetricError(f"values: expected one row per vertex of the mesh given to flatten (more than "
+                              f"{top}); found {x.shape}")
+        out = x[self.vertex_map]
+        if self.n_inserted == 0:
+            return out
+        w = self.inserted_weights.reshape((-1, 2) + (1,) * (x.ndim - 1))
+        mid = w[:, 0] * x[self.inserted[:, 0]] + w[:, 1] * x[self.inserted[:, 1]]
+        return np.concatenate([out.astype(mid.dtype, copy=False), mid])
+
+    def original_faces(self) -> np.ndarray:
+        """The map's faces in the indices of the mesh given to ``flatten``, split faces restored.
+
+        (m', 3) int64: the cut's faces before its chord splits, in no particular order.
+        """
+        from .mesh import unsplit_faces
+
+        if self.n_inserted == 0:
+            return self.vertex_map[self.faces]
+        # flat index of each inserted vertex's two ends (original vertices are in vertex_map)
+        pos = {int(v): i for i, v in enumerate(self.vertex_map)}
+        try:
+            ends = np.array([[pos[int(a)], pos[int(b)]] for a, b in self.inserted], dtype=np.int64).reshape(-1, 2)
+        except KeyError as err:
+            raise MeshError(f"FlatMap.inserted: vertex {err} is not a vertex of the flat map") from None
+        return self.vertex_map[unsplit_faces(self.faces, ends)]
+
+    def to_gifti(self, path, hemi: str | None = None, n_vertices: int | None = None) -> Path:
+        """Write the flat map as a Connectome Workbench flat surface (``.flat.surf.gii``).
+
+        One vertex per vertex of the mesh given to ``flatten`` (``n_vertices``, default
+        ``info['n_original']``), in its order, so the file pairs with that mesh's metric files:
+        ``x, y`` = ``uv`` scaled so that the flat area equals the 3D area of the cut (mm when the
+        surface is in mm), centred on the origin, ``z = 0``. Faces are :meth:`original_faces`
+        (inserted vertices are left out, their faces restored); vertices outside the cut sit at
+        the origin and belong to no face, as in HCP's flat surfaces. The GIFTI records
+        ``GeometricType`` ``Flat``.
+
+        Raises
+        ------
+        MeshError
+            ``n_vertices`` smaller than the vertices the map indexes.
+        """
+        from .io import write_surface
+        from .mesh import Mesh, face_areas
+
+        n = self._original_count(n_vertices)
+        top = int(self.vertex_map.max())
+        if n <= top:
+            raise MeshError(f"n_vertices: the map indexes original vertex {top}; found n_vertices={n}. Pass the "
+                            "vertex count of the mesh given to flatten")
+        scale = 100.0
+        if self.vertices is not None:
+            area3 = float(face_areas(self.vertices, self.faces).sum())
+            area2 = float(np.abs(self.signed_areas()).sum())
+            if area3 > 0 and area2 > 0:
+                scale = float(np.sqrt(area3 / area2))
+        xyz = np.zeros((n, 3))
+        k = len(self.vertex_map)
+        xyz[self.vertex_map, :2] = (self.uv[:k] - 0.5) * scale
+        return write_surface(Mesh(xyz, self.original_faces(), name="flat map"), path, hemi=hemi,
+                             geometric_type="Flat")
 
     def signed_areas(self) -> np.ndarray:
         """Signed area (m,) of each face in the plane; positive when not flipped."""
@@ -99,6 +238,9 @@ class FlatMap:
         )
         if self.vertices is not None:
             arrays["vertices"] = self.vertices
+        if self.n_inserted:
+            arrays["inserted"] = self.inserted
+            arrays["inserted_weights"] = self.inserted_weights
         try:
             with open(tmp, "wb") as fh:
                 np.savez_compressed(fh, **arrays)
@@ -131,12 +273,13 @@ class FlatMap:
                 arrays = {k: z[k] for k in ("uv", "faces", "vertex_map", "corners")}
                 info = json.loads(str(z["info"]))
                 vertices = z["vertices"] if "vertices" in z else None
+                ins = {k: z[k] for k in ("inserted", "inserted_weights") if k in z}
         except FormatError:
             raise
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise FormatError(f"{path}: could not read the flat map: truncated or corrupt ({err})") from None
         try:
-            fm = cls(**arrays, info=info, vertices=vertices)
+            fm = cls(**arrays, info=info, vertices=vertices, **ins)
         except (MeshError, ValueError, TypeError) as err:
             raise FormatError(f"{path}: not a valid flat map: {err}") from None
         _check_loaded(fm, path)
@@ -175,8 +318,9 @@ def _check_loaded(fm: FlatMap, path) -> None:
         raise FormatError(f"{bad} vertex_map should hold vertex indices (>= 0); found {int(fm.vertex_map.min())}; "
                           f"{fix}")
     n = fm.info.get("n_original")
-    if n is not None and (not isinstance(n, int) or fm.vertex_map.max() >= n):
-        raise FormatError(f"{bad} vertex_map reaches vertex {int(fm.vertex_map.max())}, but info['n_original'] "
+    top = max(int(fm.vertex_map.max()), int(fm.inserted.max(initial=-1)))
+    if n is not None and (not isinstance(n, int) or top >= n):
+        raise FormatError(f"{bad} vertex_map reaches vertex {top}, but info['n_original'] "
                           f"says the mesh had {n!r} vertices; {fix}")
     area = float(fm.signed_areas().sum())
     if area <= 0:
@@ -206,8 +350,9 @@ def flatten(mesh, keep, method: str = "area", **kw) -> FlatMap:
     Returns
     -------
     FlatMap
-        ``vertex_map`` indexes ``mesh`` (the cut composed in); ``info`` holds ``method``, the cut's
-        ``repairs``, the ``conformal`` and ``transport`` stages' info and ``timings`` per stage (s).
+        ``vertex_map`` indexes ``mesh`` (the cut composed in), ``inserted`` the vertices the cut
+        inserted (chord midpoints, the last rows of ``uv``); ``info`` holds ``method``, the cut's
+        ``repairs``, ``n_original``, ``n_inserted``, the ``conformal`` and ``transport`` stages' info and ``timings`` per stage (s).
 
     Raises
     ------
@@ -250,11 +395,17 @@ def flatten(mesh, keep, method: str = "area", **kw) -> FlatMap:
         info["transport"] = fm.info
     timings["total"] = sum(timings.values())
     info["timings"] = timings
+    info["n_inserted"] = disk.n_inserted
+    if not np.array_equal(fm.vertex_map, np.arange(disk.mesh.n_vertices)):  # pragma: no cover - stages keep order
+        raise MeshError(f"flatten: the {method} stage returned {len(fm.vertex_map)} vertices of the "
+                        f"{disk.mesh.n_vertices}-vertex disk, not all in order; report this as a bug")
     return FlatMap(
         uv=fm.uv,
         faces=fm.faces,
-        vertex_map=disk.vertex_map[fm.vertex_map],
+        vertex_map=disk.vertex_map,
         corners=fm.corners,
         info=info,
-        vertices=disk.mesh.vertices[fm.vertex_map],
+        vertices=disk.mesh.vertices,
+        inserted=disk.inserted,
+        inserted_weights=disk.inserted_weights,
     )

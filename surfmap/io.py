@@ -51,6 +51,7 @@ from .exceptions import (
     MaskError,
     MeshError,
     MetricError,
+    ParameterError,
     SurfmapError,
 )
 from .mesh import Mesh
@@ -1112,7 +1113,11 @@ def _meta(hemi, extra: dict | None = None):
     return GiftiMetaData(meta)
 
 
-def write_surface(mesh: Mesh, path, *, hemi: str | None = None) -> Path:
+_GEOMETRIC_TYPES = ("Anatomical", "Reconstruction", "Inflated", "VeryInflated", "Spherical", "SemiSpherical",
+                    "Ellipsoid", "Flat", "Hull")
+
+
+def write_surface(mesh: Mesh, path, *, hemi: str | None = None, geometric_type: str = "Anatomical") -> Path:
     """Write a mesh as a GIFTI surface (``.surf.gii``), readable by Connectome Workbench and FreeSurfer.
 
     Coordinates are stored as float32 (``NIFTI_TYPE_FLOAT32``, ``NIFTI_INTENT_POINTSET``) and
@@ -1128,6 +1133,9 @@ def write_surface(mesh: Mesh, path, *, hemi: str | None = None) -> Path:
         Target, ending in ``.gii`` (``.surf.gii`` recommended) or ``.gii.gz``.
     hemi : {"left", "right"}, optional
         Recorded as ``AnatomicalStructurePrimary`` (CortexLeft/CortexRight) for Workbench.
+    geometric_type : str
+        GIFTI ``GeometricType`` of the coordinates, one of Workbench's: ``"Anatomical"`` (default),
+        ``"Inflated"``, ``"Spherical"``, ``"Flat"`` (a flat map, see :meth:`FlatMap.to_gifti`), ...
 
     Returns
     -------
@@ -1138,6 +1146,8 @@ def write_surface(mesh: Mesh, path, *, hemi: str | None = None) -> Path:
     ------
     FormatError
         A name that is not GIFTI.
+    ParameterError
+        An unknown ``geometric_type``.
     MeshError
         ``mesh`` is not a :class:`Mesh` and cannot be made one, or has more than 2**31 vertices.
     InputFileNotFoundError
@@ -1150,7 +1160,9 @@ def write_surface(mesh: Mesh, path, *, hemi: str | None = None) -> Path:
         raise MeshError(f"'mesh' should be a surfmap.Mesh; {type(mesh).__name__} was provided")
     if mesh.n_vertices >= 2**31:
         raise MeshError(f"{mesh.name}: too many vertices ({mesh.n_vertices}) for GIFTI int32 faces")
-    secondary = {"GeometricType": "Anatomical"}
+    if geometric_type not in _GEOMETRIC_TYPES:
+        raise ParameterError(f"geometric_type: expected one of {_GEOMETRIC_TYPES}; found {geometric_type!r}")
+    secondary = {"GeometricType": geometric_type}
     img = GiftiImage(meta=_meta(hemi))
     img.add_gifti_data_array(
         GiftiDataArray(

@@ -14,6 +14,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components as _cc
 
+from ._kernels import mesh as _km
 from .exceptions import MaskError, MeshError
 
 __all__ = [
@@ -30,6 +31,9 @@ __all__ = [
     "euler_characteristic",
     "connected_components",
     "non_manifold_edges",
+    "chords",
+    "split_chords",
+    "unsplit_faces",
     "cut",
 ]
 
@@ -157,16 +161,39 @@ class CutMesh:
     Attributes
     ----------
     mesh : Mesh
-        The disk, with vertices in the original order (a subsequence).
+        The disk: the kept original vertices in their original order (a subsequence), then the
+        vertices inserted by the cut (``len(vertex_map) + len(inserted)`` in all).
     vertex_map : (k,) int64
-        ``mesh.vertices[i] == original.vertices[vertex_map[i]]``; strictly increasing.
+        ``mesh.vertices[i] == original.vertices[vertex_map[i]]`` for ``i < k``; strictly increasing.
     repairs : tuple of str
         Human-readable record of each repair applied to the mask.
+    inserted : (j, 2) int64
+        Original vertices whose edge each inserted vertex splits: disk vertex ``k + i`` lies at
+        ``inserted_weights[i] @ original.vertices[inserted[i]]`` (a chord's midpoint).
+    inserted_weights : (j, 2) float64
+        Interpolation weights of the inserted vertices (each row sums to 1).
     """
 
     mesh: Mesh
     vertex_map: np.ndarray
     repairs: tuple = ()
+    inserted: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
+    inserted_weights: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.float64))
+
+    def __post_init__(self):
+        ins = np.ascontiguousarray(np.reshape(self.inserted, (-1, 2)), dtype=np.int64)
+        w = np.ascontiguousarray(np.reshape(self.inserted_weights, (-1, 2)), dtype=np.float64)
+        if w.shape != ins.shape or self.mesh.n_vertices != len(self.vertex_map) + len(ins):
+            raise MeshError(f"CutMesh: the disk has {self.mesh.n_vertices} vertices; expected len(vertex_map) "
+                            f"({len(self.vertex_map)}) + inserted ({len(ins)}), with one weight pair per inserted "
+                            f"vertex (found {len(w)})")
+        object.__setattr__(self, "inserted", ins)
+        object.__setattr__(self, "inserted_weights", w)
+
+    @property
+    def n_inserted(self) -> int:
+        """Vertices inserted by the cut (appended after the original ones)."""
+        return len(self.inserted)
 
     def kept_mask(self, n_vertices: int) -> np.ndarray:
         """(n_vertices,) bool mask of the original vertices in the disk."""
@@ -323,9 +350,20 @@ def edges(F) -> np.ndarray:
     return np.column_stack([key // n, key % n])
 
 
+def _group_pairs(x: np.ndarray, y: np.ndarray, n: int):
+    """``_group(x * n + y)`` for vertex pairs, by a linear-time bucket sort (``_kernels.mesh``)."""
+    if len(x) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order, inv, g = _km.group_pairs(x, y, n)
+    counts = np.bincount(inv, minlength=g)
+    first = order[np.concatenate([[0], np.cumsum(counts)[:-1]])]
+    return x[first] * n + y[first], inv, counts
+
+
 def _edge_face_counts(F: np.ndarray, n: int):
+    """(sorted undirected edge keys ``lo * n + hi``, edge of each half-edge, faces per edge)."""
     a, b = _half_edges(F)
-    return _group(np.minimum(a, b) * n + np.maximum(a, b))
+    return _group_pairs(np.minimum(a, b), np.maximum(a, b), n)
 
 
 def non_manifold_edges(F, n_vertices: int | None = None) -> np.ndarray:
@@ -340,17 +378,17 @@ def non_manifold_edges(F, n_vertices: int | None = None) -> np.ndarray:
 def euler_characteristic(F) -> int:
     """V - E + F counted on the vertices the faces use."""
     F = np.asarray(F, dtype=np.int64)
-    return int(np.count_nonzero(np.bincount(F.ravel())) - len(edges(F)) + len(F))
+    n = int(F.max()) + 1
+    a, b = _half_edges(F)
+    n_edges = _km.group_pairs(np.minimum(a, b), np.maximum(a, b), n)[2]
+    return int(np.count_nonzero(np.bincount(F.ravel())) - n_edges + len(F))
 
 
 def _boundary_half_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Half-edges (a -> b) whose twin (b -> a) is absent."""
     a, b = _half_edges(F)
     n = int(F.max()) + 1
-    fwd = np.sort(a * n + b)
-    rev = b * n + a
-    pos = np.minimum(np.searchsorted(fwd, rev), len(fwd) - 1)
-    is_bnd = fwd[pos] != rev
+    is_bnd = _km.reverse_missing(a, b, n)
     return a[is_bnd], b[is_bnd]
 
 
@@ -406,18 +444,17 @@ def boundary_loop(F) -> np.ndarray:
     return loops[0]
 
 
-def _face_adjacency(F: np.ndarray, n: int) -> sp.csr_matrix:
-    """Faces sharing an edge, as a sparse (m, m) adjacency matrix."""
+def _face_adjacency(F: np.ndarray, n: int, symmetric: bool = True) -> sp.csr_matrix:
+    """Faces sharing an edge, as a sparse (m, m) adjacency matrix (one direction only unless ``symmetric``)."""
     m = len(F)
-    uniq, inv, _ = _edge_face_counts(F, n)
-    face_of = np.repeat(np.arange(m), 3)
-    # pair half-edges that share an undirected edge
-    order = np.argsort(inv, kind="stable")
-    inv_s, f_s = inv[order], face_of[order]
-    same = inv_s[1:] == inv_s[:-1]
+    a, b = _half_edges(F)
+    # pair consecutive half-edges of the sorted keys that share an undirected edge
+    order, inv, _ = _km.group_pairs(np.minimum(a, b), np.maximum(a, b), n)
+    k_s, f_s = inv[order], order // 3
+    same = k_s[1:] == k_s[:-1]
     r, c = f_s[:-1][same], f_s[1:][same]
-    adj = sp.coo_matrix((np.ones(len(r)), (r, c)), shape=(m, m))
-    return (adj + adj.T).tocsr()
+    adj = sp.csr_matrix((np.ones(len(r), dtype=np.int8), (r, c)), shape=(m, m))
+    return (adj + adj.T).tocsr() if symmetric else adj
 
 
 def connected_components(F, n_vertices: int | None = None) -> tuple[int, np.ndarray]:
@@ -426,7 +463,8 @@ def connected_components(F, n_vertices: int | None = None) -> tuple[int, np.ndar
     n = int(F.max()) + 1 if n_vertices is None else n_vertices
     if len(F) == 0:
         return 0, np.zeros(0, dtype=np.int64)
-    k, lab = _cc(_face_adjacency(F, n), directed=False)
+    # weak components of the one-directional adjacency are the undirected ones
+    k, lab = _cc(_face_adjacency(F, n, symmetric=False), directed=True, connection="weak")
     return int(k), lab.astype(np.int64)
 
 
@@ -471,6 +509,8 @@ _CRUMB_FRACTION = 0.01
 _CRUMB_VERTICES = 10
 # an edge longer than this many times the median edge comes from a corrupt coordinate
 _OUTLIER_EDGE_RATIO = 1e6
+# boundary vertices a disk needs for the square: 4 corners with at least 2 boundary edges between them
+_MIN_BOUNDARY = 8
 
 
 def _piece_sizes(F: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -546,6 +586,133 @@ def _check_flattenable(F: np.ndarray, n: int, name: str, repairs) -> None:
             "(thousands of vertices): check the mask")
 
 
+def chords(F, n_vertices: int | None = None) -> np.ndarray:
+    """Interior edges whose two ends are boundary vertices, (c, 2) int64 (rows sorted, in order).
+
+    Such an edge (a chord) cuts a disk in two; when its ends land on one side of a convex
+    polygon the two faces beside it are flat, so no convex-combination map is bijective
+    (Floater 2003 needs no such "dividing edge").
+    """
+    F = np.asarray(F, dtype=np.int64)
+    n = int(F.max()) + 1 if n_vertices is None else int(n_vertices)
+    uniq, _, counts = _edge_face_counts(F, n)
+    on_bnd = np.zeros(n, dtype=bool)
+    bnd = uniq[counts == 1]
+    on_bnd[bnd // n] = True
+    on_bnd[bnd % n] = True
+    inner = uniq[counts == 2]
+    c = inner[on_bnd[inner // n] & on_bnd[inner % n]]
+    return np.column_stack([c // n, c % n])
+
+
+def split_chords(V, F) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split every chord of a disk at its midpoint: its two faces become four.
+
+    The midpoint lies on the straight edge, so the surface (its metric and its conformal
+    structure) is unchanged, and functions linear on the faces take the mean of the two ends
+    there. Original vertices keep their indices; the midpoints are appended.
+
+    Parameters
+    ----------
+    V : (n, 3) float64
+    F : (m, 3) int64
+        A manifold, consistently oriented disk.
+
+    Returns
+    -------
+    V : (n + c, 3) float64
+        ``V`` then the midpoints.
+    F : (m + 2c, 3) int64
+        Each split face is replaced in place by its half at the chord's first end; the other
+        halves are appended.
+    ends : (c, 2) int64
+        The chord split by each new vertex ``n + i`` (vertices of the input).
+
+    Examples
+    --------
+    >>> V = [[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]]
+    >>> V2, F2, ends = split_chords(V, [[0, 1, 2], [0, 2, 3]])
+    >>> ends.tolist(), len(F2)
+    ([[0, 2]], 4)
+    """
+    V = np.asarray(V, dtype=np.float64)
+    F = np.array(F, dtype=np.int64)
+    n = len(V)
+    ends = chords(F, n)
+    if len(ends) == 0:
+        return V, F, ends
+    # the faces touching a chord, by directed edge; a face may hold two chords (split in turn)
+    a, b = F.ravel(), F[:, [1, 2, 0]].ravel()
+    hit = np.flatnonzero(np.isin(np.minimum(a, b) * n + np.maximum(a, b), ends[:, 0] * n + ends[:, 1])) // 3
+    slot_of = {}  # directed half-edge (x, y) -> face slot holding it
+    faces = {int(f): F[f].tolist() for f in np.unique(hit)}
+    extra = []
+
+    def register(slot, face):
+        for k in range(3):
+            slot_of[(face[k], face[(k + 1) % 3])] = slot
+
+    for f, face in faces.items():
+        register(f, face)
+    for i, (x, y) in enumerate(ends.tolist()):
+        mid = n + i
+        for p, q in ((x, y), (y, x)):
+            slot = slot_of.pop((p, q))
+            face = faces[slot] if slot >= 0 else extra[-slot - 1]
+            k = face.index(p)
+            r = face[(k + 2) % 3]  # face is (p, q, r) up to rotation
+            first, second = [p, mid, r], [mid, q, r]
+            if slot >= 0:
+                faces[slot] = first
+            else:
+                extra[-slot - 1] = first
+            extra.append(second)
+            register(slot, first)
+            register(-len(extra), second)
+    for slot, face in faces.items():
+        F[slot] = face
+    F = np.concatenate([F, np.asarray(extra, dtype=np.int64).reshape(-1, 3)])
+    V = np.concatenate([V, 0.5 * (V[ends[:, 0]] + V[ends[:, 1]])])
+    return V, F, ends
+
+
+def unsplit_faces(F, ends) -> np.ndarray:
+    """Undo :func:`split_chords`: the faces before the split (in no particular order).
+
+    Parameters
+    ----------
+    F : (m, 3) int64
+        Faces after the split; vertex ``n + i`` (``n`` the vertex count before) is the ``i``-th inserted one.
+    ends : (c, 2) int64
+        The edge each inserted vertex splits, as returned by :func:`split_chords`.
+    """
+    F = np.asarray(F, dtype=np.int64)
+    ends = np.asarray(ends, dtype=np.int64).reshape(-1, 2)
+    if len(ends) == 0:
+        return F.copy()
+    n = int(F.max()) + 1 - len(ends)  # the last inserted vertex is in a face
+    has = (F >= n).any(axis=1)
+    # the split face (p, q, r) became (p, mid, r) and (mid, q, r): keep the half where mid is
+    # followed by an end of its edge, with mid replaced by the other end. A face split twice is
+    # restored one insertion at a time, the latest first.
+    work = [list(f) for f in F[has].tolist()]
+    for i in range(len(ends) - 1, -1, -1):
+        mid, (p, q) = n + i, ends[i].tolist()
+        kept = []
+        for f in work:
+            if mid not in f:
+                kept.append(f)
+                continue
+            k = f.index(mid)
+            x, r = f[(k + 1) % 3], f[(k + 2) % 3]
+            if x == q:
+                kept.append([p, q, r])
+            elif x == p:
+                kept.append([q, p, r])
+        work = kept
+    return np.concatenate([F[~has], np.asarray(work, dtype=np.int64).reshape(-1, 3)])
+
+
 def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: float = 1e-12) -> CutMesh:
     """Restrict a mesh to the vertices in ``keep`` and check the result is a topological disk.
 
@@ -558,7 +725,11 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
       that splits into larger pieces is an error naming them and their sizes;
     - ears (a boundary vertex with a single face), dangling faces (two boundary edges) and
       pinched vertices (the boundary touching itself) are removed, repeatedly, until none is left;
-    - zero-area faces on the boundary are removed.
+    - zero-area faces on the boundary are removed;
+    - chords (interior edges joining two boundary vertices, which make a bijective map onto a
+      convex polygon impossible when both ends land on one side) are split at their midpoints;
+      the new vertices are appended after the kept original ones and recorded in
+      ``CutMesh.inserted`` (see :func:`split_chords`).
 
     Parameters
     ----------
@@ -574,7 +745,8 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
     Returns
     -------
     CutMesh
-        ``mesh`` (vertices in original order) and ``vertex_map`` into the input vertices.
+        ``mesh`` (kept vertices in original order, then inserted ones), ``vertex_map`` into the
+        input vertices, ``inserted`` / ``inserted_weights`` for the inserted vertices.
 
     Raises
     ------
@@ -582,7 +754,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
         ``keep`` has the wrong length or selects no vertex or every vertex of a closed mesh.
     MeshError
         Non-manifold edges, inconsistently oriented or repeated faces, unrepairable zero-area
-        faces, or a result that is not a disk
+        faces, a disk with fewer than 8 boundary vertices, or a result that is not a disk
         (the message gives the number of components, boundary loops and the Euler characteristic).
     """
     n = mesh.n_vertices
@@ -606,7 +778,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
             "such a mesh cannot be flattened: repair it (e.g. remove duplicate faces) first"
         )
     a, b = _half_edges(F)
-    directed, _, counts = _group(a * n + b)
+    directed, _, counts = _group_pairs(a, b, n)
     twice = directed[counts > 1]
     if len(twice):
         first = [int(twice[0] // n), int(twice[0] % n)]
@@ -663,10 +835,14 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
         Fk = Fk[~tiny]
         repairs.append(f"removed {int(tiny.sum())} zero-area face(s) on the boundary")
 
-    # 3. components, ears, dangling faces, pinched vertices: repeat until stable
+    # 3. components, ears, dangling faces, pinched vertices: repeat until stable. Removing ears and
+    # dangling faces (faces with at most one interior edge: leaves of the face graph) never splits
+    # the region, so the pieces are looked at first and after pinches are removed only.
+    pieces_may_split = True
     for _ in range(1000):
         changed = False
-        big = _largest_piece(Fk, n, mesh.name)
+        big = _largest_piece(Fk, n, mesh.name) if pieces_may_split else np.ones(len(Fk), dtype=bool)
+        pieces_may_split = False
         if not big.all():
             k, _lab = connected_components(Fk, n)
             repairs.append(f"kept the largest of {k} pieces; dropped {int((~big).sum())} faces in the others")
@@ -681,7 +857,7 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
         if pinch.any():
             repairs.append(f"removed {int(pinch.sum())} face(s) at vertices where the boundary touches itself")
             Fk = Fk[~pinch]
-            changed = True
+            changed = pieces_may_split = True
         if not changed:
             break
 
@@ -703,9 +879,21 @@ def cut(mesh: Mesh, keep, *, max_hole_fraction: float = 0.05, rel_area_eps: floa
             f"leaves {shape}. Check that the mask selects one cortex region with no large holes "
             f"(holes larger than max_hole_fraction={max_hole_fraction} of the faces are not filled)"
         )
+    if len(loops[0]) < _MIN_BOUNDARY:
+        raise MeshError(
+            f"{mesh.name}: the cut disk has {len(loops[0])} boundary vertices; a map onto the square needs at "
+            f"least {_MIN_BOUNDARY} (4 corners, 2 boundary edges apart). The region ({len(vertex_map)} vertices, "
+            "after the repairs) is too small: check the mask")
     remap = np.full(n, -1, dtype=np.int64)
     remap[vertex_map] = np.arange(len(vertex_map))
-    disk = Mesh(mesh.vertices[vertex_map], remap[Fk], name=f"{mesh.name} (cut)")
+    V, F, ends = split_chords(mesh.vertices[vertex_map], remap[Fk])
+    if len(ends):
+        repairs.append(
+            f"split {len(ends)} chord(s) (interior edges joining two boundary vertices, first between original "
+            f"vertices {vertex_map[ends[0]].tolist()}) at their midpoints: {len(ends)} vertices inserted "
+            "after the original ones, their faces split in two")
+    disk = Mesh(V, F, name=f"{mesh.name} (cut)")
     for r in repairs:
         log.info("cut %s: %s", mesh.name, r)
-    return CutMesh(disk, vertex_map.astype(np.int64), tuple(repairs))
+    return CutMesh(disk, vertex_map.astype(np.int64), tuple(repairs), inserted=vertex_map[ends],
+                   inserted_weights=np.full((len(ends), 2), 0.5))

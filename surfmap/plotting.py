@@ -156,14 +156,16 @@ def plot_flatmap(fm, values=None, *, ax=None, label: str | None = None, edges: b
         values = np.asarray(values, dtype=np.float64)
         name = label or "value"
         cmap, lo, hi = _limits(values, name)
+        if len(values) != fm.n_vertices and len(values) == fm.n_original:
+            values = fm.to_flat(values)  # one value per vertex of the mesh given to flatten
         if len(values) == fm.n_vertices:
             pc = ax.tripcolor(tri, values, shading="gouraud", cmap=cmap, vmin=lo, vmax=hi)
         elif len(values) == len(fm.faces):
             pc = ax.tripcolor(tri, facecolors=values, cmap=cmap, vmin=lo, vmax=hi)
         else:
             raise ParameterError(f"values: expected {fm.n_vertices} (vertices) or {len(fm.faces)} (faces) "
-                                 f"entries; found {len(values)}. Pass one value per flat vertex (index the "
-                                 f"surface's values with fm.vertex_map) or per face")
+                                 f"entries; found {len(values)}. Pass one value per flat vertex (fm.to_flat "
+                                 f"takes the surface's values there) or per face")
         fig.colorbar(pc, ax=ax, shrink=0.85).set_label(name)
     if edges and len(fm.faces) <= max_edges:
         ax.triplot(tri, color="0.3", lw=0.15, alpha=0.6)

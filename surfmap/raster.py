@@ -303,7 +303,7 @@ class Rasterizer:
                 if a.ndim != 1:
                     raise MetricError(f"values[{name!r}]: expected a 1-D per-vertex array; found shape {a.shape}")
                 if not self._length(len(a), f"values[{name!r}]"):
-                    a = a[self.flatmap.vertex_map]
+                    a = self.flatmap.to_flat(a)
                 cols.append(a)
             X = np.stack(cols, axis=1)[None]
             return X, True, [str(n) for n in values], 3
@@ -317,9 +317,20 @@ class Rasterizer:
         raise MetricError(f"values: expected shape (n,), (n, C) or (S, n, C); found {X.shape}")
 
     @cached_property
-    def _original_indices(self) -> np.ndarray:
-        """The operator's column indices mapped to the original mesh's vertices."""
-        return self.flatmap.vertex_map[self.matrix.indices]
+    def _original_operator(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(indptr, indices, data) of the operator on the original mesh's vertices.
+
+        The operator's columns mapped through ``fm.vertex_map``; with vertices inserted by the cut,
+        the operator times ``fm.interpolation()`` (each inserted vertex's weight spread on its two
+        original vertices), so a full-length input gives the same image as ``fm.to_flat(x)``.
+        """
+        M, fm = self.matrix, self.flatmap
+        if fm.n_inserted == 0:
+            return M.indptr, fm.vertex_map[M.indices], M.data
+        n = int(max(fm.vertex_map.max(), fm.inserted.max())) + 1
+        Mo = (M @ fm.interpolation(n)).tocsr()
+        Mo.sort_indices()
+        return Mo.indptr.astype(np.int64), Mo.indices.astype(np.int64), Mo.data
 
     def __call__(self, values, out: np.ndarray | None = None) -> np.ndarray:
         """Rasterize per-vertex values.
@@ -365,8 +376,9 @@ class Rasterizer:
                                  f"{out.dtype} {out.shape}; allocate it with np.empty({want}, np.float32)")
         flat_out = out.reshape(S, C, self.size * self.size)
         M = self.matrix
-        cols = M.indices if flat else self._original_indices  # no copy of a full-length input
-        bad = _k.csr_apply(M.indptr, cols, M.data, X, flat_out, self.nan_policy == "ignore",
+        # a full-length input is read through the original-vertex operator (no copy of it)
+        indptr, cols, data = (M.indptr, M.indices, M.data) if flat else self._original_operator
+        bad = _k.csr_apply(indptr, cols, data, X, flat_out, self.nan_policy == "ignore",
                            self.fill_value, _BLOCK)
         if self.nan_policy == "raise" and bad.any():
             s, c = (int(i[0]) for i in np.nonzero(bad))
@@ -430,7 +442,7 @@ class Rasterizer:
         to_original : int, optional
             Length ``n`` of the mesh given to ``flatten``: return values for every original vertex
             (through ``fm.vertex_map``), NaN outside the cut (e.g. the medial wall), ready for
-            :func:`surfmap.write_metric`.
+            :func:`surfmap.write_metric`; vertices inserted by the cut are left out.
 
         Returns
         -------
@@ -463,7 +475,7 @@ class Rasterizer:
                 f"found n={n}. Pass the vertex count of the mesh given to flatten"
             )
         full = np.full((n,) + vals.shape[1:], np.nan)
-        full[vmap] = vals
+        full[vmap] = vals[: len(vmap)]  # the vertices inserted by the cut are not original vertices
         return full
 
     def __repr__(self) -> str:

@@ -299,6 +299,10 @@ def solve_transport(
     return _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats)
 
 
+_FAR = 0.25  # largest |log(area / mass)| of a cell above which Newton works on log areas
+_LOG_STEP = 2.0  # largest change of a log cell area one far Newton step asks for
+
+
 def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
     """:func:`solve_transport` after validation; ``start``: ``(T, N)`` or None."""
     D = PowerDiagram(P, w, start)
@@ -321,27 +325,47 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                 return w, D
             if it == max_iter:
                 break
-            # inexact Newton: every cell's residual within eta of its own area error (so that no
-            # cell close to the KMT bound is pushed below it) plus eta * err of its target mass
-            # (so that the max relative error contracts); eta falls with err (superlinear), but
-            # no lower than needed to land 10x below tol (the last step needs no exact solve)
-            eta = min(0.1, max(0.1 * err, 0.1 * tol / err))
             H, A = D._newton_matrices(pin)
-            d, exact = solver.solve(H, A, P, -g, eta * (np.abs(g) + eta * err * nu), last=err * err < tol)
             gnorm = np.sqrt(_k.dot(g, g))
+            r = np.log(D.areas / nu)
+            far = float(np.max(np.abs(r))) > _FAR
+            if far:
+                # far from the solution (a cell off by more than a factor e^_FAR): Newton on the log
+                # cell areas, each cell asked to change by a factor at most e^_LOG_STEP. A linear
+                # model of the areas themselves asks crowded sites for growth that empties their
+                # neighbours, so the steps had to be damped to nothing (and every tiny step cost a
+                # convex hull); the log model keeps every predicted area positive.
+                phi = np.sqrt(_k.dot(r, r))
+                q = np.clip(r, -_LOG_STEP, _LOG_STEP)
+                q -= _k.dot(D.areas, q)  # areas sum to 1: the change of log areas averages to 0
+                rhs = -D.areas * q
+                d, exact = solver.solve(H, A, P, rhs, 0.1 * (np.abs(rhs) + 0.01 * D.areas))
+            else:
+                # inexact Newton: every cell's residual within eta of its own area error (so that no
+                # cell close to the KMT bound is pushed below it) plus eta * err of its target mass
+                # (so that the max relative error contracts); eta falls with err (superlinear), but
+                # no lower than needed to land 10x below tol (the last step needs no exact solve)
+                eta = min(0.1, max(0.1 * err, 0.1 * tol / err))
+                rhs = -g
+                d, exact = solver.solve(H, A, P, rhs, eta * (np.abs(g) + eta * err * nu), last=err * err < tol)
             t = 1.0
             while True:
                 wt = w + t * d
                 Dt = PowerDiagram(P, wt, D.triangulation, fallback=t < 1e-2, neighbours=(D.ptr, D.neighbours))
                 log.debug("trial t=%g flips=%d min area %.3e", t, Dt.flips, Dt.areas.min())
                 if Dt.areas.min() >= eps0:
-                    gt = Dt.areas - nu
-                    if np.sqrt(_k.dot(gt, gt)) <= (1.0 - 0.5 * t) * gnorm:
-                        break
+                    if far:
+                        rt = np.log(Dt.areas / nu)
+                        if np.sqrt(_k.dot(rt, rt)) <= (1.0 - 0.1 * t) * phi:
+                            break
+                    else:
+                        gt = Dt.areas - nu
+                        if np.sqrt(_k.dot(gt, gt)) <= (1.0 - 0.5 * t) * gnorm:
+                            break
                 t *= 0.5
                 stats["halvings"] += 1
                 if t < 1.0 / 32 and not exact:  # the inexact direction may be the reason: solve exactly
-                    d, exact = solver.solve(H, A, P, -g)
+                    d, exact = solver.solve(H, A, P, rhs)
                     t = 1.0
                 if t < 1e-14:
                     raise ConvergenceError(
@@ -487,30 +511,68 @@ def _place_boundary(uv, D, sides, nu):
     return fixes
 
 
-def _uniform_adjacency(F, n):
-    e = np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]])
-    A = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n, n)).tocsr()
-    A = ((A + A.T) > 0).astype(np.float64)
-    return A.tocsr()
+def _side_chords(F: np.ndarray, sides) -> list[tuple[int, int, int]]:
+    """Interior edges ``(a, b, side)`` joining two vertices of one side that are not neighbours
+    along it: no map with that side straight can keep both faces of such an edge (a chord)
+    positive, so no bijective map onto the square with these corners exists."""
+    E = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
+    n = int(F.max()) + 1
+    key, counts = np.unique(E[:, 0] * n + E[:, 1], return_counts=True)
+    inner = key[counts == 2]
+    a, b = inner // n, inner % n
+    found = []
+    for k, side in enumerate(sides):
+        pos = np.full(n, -1, dtype=np.int64)
+        pos[side] = np.arange(len(side))
+        bad = (pos[a] >= 0) & (pos[b] >= 0) & (np.abs(pos[a] - pos[b]) != 1)
+        found += [(int(x), int(y), k) for x, y in zip(a[bad], b[bad])]
+    return found
 
 
-def _repair_folds(uv, F, fixed, rel_eps=1e-10):
-    """Untangle flipped or degenerate faces in place: the free vertices of a growing ring
-    neighbourhood of the bad faces are re-solved as the average of their neighbours (a local Tutte
-    embedding) with everything else fixed. When the neighbourhood reaches the whole mesh this is
-    Tutte's embedding of a disk with a convex boundary, which is bijective.
+def _mean_value_weights(uv, F):
+    """Floater's mean-value weights of the planar positions ``uv`` (a sparse (n, n) matrix, row
+    ``i``: ``(tan(a/2) + tan(b/2)) / |uv_j - uv_i|`` over the two face angles at ``i`` beside edge
+    ``ij``), with unsigned angles so that they are positive even where faces fold. Where the
+    1-ring of ``i`` is not folded they reproduce ``uv_i`` as the weighted mean of its neighbours,
+    so a solve with them leaves a fold-free map in place and moves folded vertices least."""
+    n = len(uv)
+    rows, cols, vals = [], [], []
+    scale = float(np.ptp(uv, axis=0).max()) or 1.0
+    for c in range(3):
+        i, j, k = F[:, c], F[:, (c + 1) % 3], F[:, (c + 2) % 3]
+        e1 = uv[j] - uv[i]
+        e2 = uv[k] - uv[i]
+        l1 = np.maximum(np.hypot(e1[:, 0], e1[:, 1]), 1e-15 * scale)
+        l2 = np.maximum(np.hypot(e2[:, 0], e2[:, 1]), 1e-15 * scale)
+        cross = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+        dot = e1[:, 0] * e2[:, 0] + e1[:, 1] * e2[:, 1]
+        # tan(angle / 2) = |e1 x e2| / (|e1||e2| + e1.e2), capped where the angle reaches pi
+        tan_half = np.minimum(cross / np.maximum(l1 * l2 + dot, 1e-12 * l1 * l2), 1e6)
+        tan_half = np.maximum(tan_half, 1e-12)  # folded flat: still a positive weight
+        rows += [i, i]
+        cols += [j, k]
+        vals += [tan_half / l1, tan_half / l2]
+    return sp.coo_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(n, n)).tocsr()
 
-    Returns (number of bad faces found first, number of local solves).
+
+def _repair_folds(uv, F, fixed):
+    """Untangle flipped faces (signed area <= 0) in place: the free vertices of a growing ring
+    neighbourhood of the flipped faces are re-solved with mean-value weights of the current
+    positions (:func:`_mean_value_weights`), everything else fixed. Positive faces, however small,
+    are left alone. When the neighbourhood reaches the whole mesh this is Floater's embedding with
+    positive weights of a disk whose boundary is the square (``fixed``, in order), bijective unless
+    an edge joins two vertices of one side (:func:`_side_chords`, checked by the caller).
+
+    Returns (number of flipped faces found first, number of vertices moved).
     """
-    n, m = len(uv), len(F)
-    thresh = rel_eps / m
-    bad = _k.signed_areas(uv, F) <= thresh
+    n = len(uv)
+    bad = _k.signed_areas(uv, F) <= 0.0
     n_bad0 = int(bad.sum())
     if not n_bad0:
         return 0, 0
-    A = _uniform_adjacency(F, n)
-    deg = np.asarray(A.sum(axis=1)).ravel()
-    solves = 0
+    W = _mean_value_weights(uv, F)
+    A = (W > 0).astype(np.float64)
+    moved = np.zeros(n, dtype=bool)
     rings = 1
     while bad.any():
         region = np.zeros(n, dtype=bool)
@@ -520,25 +582,27 @@ def _repair_folds(uv, F, fixed, rel_eps=1e-10):
         free = region & ~fixed
         whole = free.sum() == (~fixed).sum()
         fi = np.flatnonzero(free)
-        Lff = (sp.diags(deg[fi]) - A[fi][:, fi]).tocsc()
-        rhs = A[fi][:, ~free] @ uv[~free]
+        Wf = W[fi]
+        Lff = (sp.diags(np.asarray(Wf.sum(axis=1)).ravel()) - Wf[:, fi]).tocsc()
+        rhs = Wf[:, ~free] @ uv[~free]
         solve = spla.factorized(Lff)
         trial = uv.copy()
         trial[fi] = np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
-        solves += 1
-        bad_t = _k.signed_areas(trial, F) <= thresh
+        bad_t = _k.signed_areas(trial, F) <= 0.0
         if bad_t.sum() < bad.sum() or whole:
             uv[:] = trial
+            moved |= free
             bad = bad_t
             rings = 1
             if whole and bad.any():
                 raise ConvergenceError(
-                    f"fold repair: {int(bad.sum())} faces stay flipped even after a Tutte embedding of the "
-                    "whole disk; the mesh has an edge between two non-adjacent vertices of one side"
+                    f"fold repair: {int(bad.sum())} faces stay flipped even after an embedding of the whole "
+                    "disk with positive weights; expected none for a disk with no edge between two vertices "
+                    "of one side. Please report this mesh"
                 )
         else:
             rings *= 2
-    return n_bad0, solves
+    return n_bad0, int(moved.sum())
 
 
 def _face_log_ratio(uv, F, target):
@@ -551,33 +615,44 @@ def _refine(uv, F, target, sides, *, area_tol, max_sweeps, chunk=5, delta_rel=1e
     """Untangle and match face areas in place (Gauss-Seidel sweeps, see ``area_sweeps``; the first
     ``chunk`` plain, the later ones over-relaxed by 1.7, which needs 3x fewer on fsaverage5) until the
     95th percentile of |log(a_f / A_f)| is at most ``area_tol`` with no flipped face, or
-    ``max_sweeps``. A fold the sweeps cannot remove is repaired by a local Tutte solve first."""
+    ``max_sweeps``. The sweeps keep every side vertex between its neighbours on the side; a fold
+    they cannot remove is repaired by a local solve (:func:`_repair_folds`)."""
     n = len(uv)
     kind = np.zeros(n, dtype=np.int64)
     dirs = np.zeros((n, 2))
+    bprev = np.zeros(n, dtype=np.int64)
+    bnext = np.zeros(n, dtype=np.int64)
     for k, side in enumerate(sides):
         kind[side] = 1
         dirs[side] = _SQUARE[(k + 1) % 4] - _SQUARE[k]
+        bprev[side[1:-1]] = side[:-2]
+        bnext[side[1:-1]] = side[2:]
     for side in sides:
         kind[side[[0, -1]]] = 2
     vf_ptr, vf_idx = _k.vertex_faces(F, n)
     d, flips = _face_log_ratio(uv, F, target)
     out = {"folds_after_placement": flips, "face_log_ratio_p95_placement": float(np.percentile(np.abs(d), 95))}
     sweeps = 0
-    repaired = 0
+    repaired = moved = 0
+
+    def repair():
+        nonlocal repaired, moved
+        r, m = _repair_folds(uv, F, kind > 0)
+        repaired += r
+        moved += m
+        return _face_log_ratio(uv, F, target)
+
     while sweeps < max_sweeps and (flips or np.percentile(np.abs(d), 95) > area_tol):
         # plain Gauss-Seidel first; over-relaxed when more is needed (3x fewer sweeps on fsaverage5)
         omega = 1.0 if sweeps == 0 else 1.7
-        _k.area_sweeps(uv, F, target, vf_ptr, vf_idx, kind, dirs, delta_rel, chunk, omega)
+        _k.area_sweeps(uv, F, target, vf_ptr, vf_idx, kind, dirs, bprev, bnext, delta_rel, chunk, omega)
         sweeps += chunk
         d, flips = _face_log_ratio(uv, F, target)
         if flips and sweeps >= 4 * chunk:
-            repaired += _repair_folds(uv, F, kind > 0)[0]
-            d, flips = _face_log_ratio(uv, F, target)
+            d, flips = repair()
     if flips:
-        repaired += _repair_folds(uv, F, kind > 0)[0]
-        d, flips = _face_log_ratio(uv, F, target)
-    out.update(refine_sweeps=sweeps, folds_repaired=repaired, flipped_faces=flips,
+        d, flips = repair()
+    out.update(refine_sweeps=sweeps, folds_repaired=repaired, fold_repair_moved=moved, flipped_faces=flips,
                face_log_ratio_p95=float(np.percentile(np.abs(d), 95)))
     return out
 
@@ -691,6 +766,14 @@ def area_preserving_map(
     if nu.min() <= 0:
         raise MeshError(f"mesh: {int((nu <= 0).sum())} vertices have zero area; remove unreferenced vertices")
     sides = _sides(F, init.corners, loop)
+    chords = _side_chords(F, sides)
+    if chords:
+        a, b, k = chords[0]
+        raise MeshError(
+            f"mesh: {len(chords)} interior edge(s) join two vertices of one side of the square that are not "
+            f"neighbours along it (first: vertices {a} and {b} on side {k}); no bijective map onto the square "
+            "has such an edge. Cut the mesh with surfmap.cut (which splits chords) or choose other corners"
+        )
     P = np.clip(init.uv, 0.0, 1.0)
     for k, side in enumerate(sides):  # boundary sites exactly on their side
         P[side, 1 - k % 2] = 0.0 if k in (0, 3) else 1.0

@@ -628,12 +628,14 @@ def _rho(a, delta):
 
 
 @njit(**_FLAGS)
-def area_sweeps(UV, F, target, vf_ptr, vf_idx, kind, dirs, delta_rel, n_sweeps, omega=1.0):
+def area_sweeps(UV, F, target, vf_ptr, vf_idx, kind, dirs, bprev, bnext, delta_rel, n_sweeps, omega=1.0):
     """Gauss-Seidel sweeps moving one vertex at a time to lower the face-area energy
     ``sum_f A_f log(rho(a_f)/A_f)^2`` of its incident faces (damped Gauss-Newton step, halved until
     the local energy decreases). A vertex whose faces are all positively oriented never makes one
     flip, so sweeps starting from a fold-free map keep it fold-free; folded faces are pushed out by
-    ``rho``. ``kind``: 0 free, 1 slides along ``dirs[i]``, 2 fixed. ``omega`` > 1 over-relaxes
+    ``rho``. ``kind``: 0 free, 1 slides along ``dirs[i]`` strictly between its neighbours on the
+    side, ``bprev[i]`` and ``bnext[i]`` (so the boundary order never changes, folds or not), 2 fixed.
+    ``omega`` > 1 over-relaxes
     (the first trial step is ``omega`` times the Gauss-Newton step; halved until the local energy
     decreases, as for ``omega = 1``). Modifies ``UV`` in place.
 
@@ -715,6 +717,11 @@ def area_sweeps(UV, F, target, vf_ptr, vf_idx, kind, dirs, delta_rel, n_sweeps, 
                     px = UV[i, 0] + t * sx
                     py = UV[i, 1] + t * sy
                     if px < 0.0 or px > 1.0 or py < 0.0 or py > 1.0:
+                        ok = False
+                    s_new = px * dirs[i, 0] + py * dirs[i, 1]
+                    s_lo = UV[bprev[i], 0] * dirs[i, 0] + UV[bprev[i], 1] * dirs[i, 1]
+                    s_hi = UV[bnext[i], 0] * dirs[i, 0] + UV[bnext[i], 1] * dirs[i, 1]
+                    if not (s_lo < s_new < s_hi):
                         ok = False
                 if not ok:
                     t *= 0.5

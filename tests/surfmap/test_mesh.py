@@ -14,6 +14,8 @@ from surfmap.mesh import (
     CutMesh,
     Mesh,
     angles_from_lengths,
+    chords,
+    unsplit_faces,
     boundary_loop,
     boundary_loops,
     connected_components,
@@ -326,14 +328,23 @@ def _check_disk(cm: CutMesh, original: Mesh):
     assert m.euler_characteristic == 1
     vm = cm.vertex_map
     assert vm.dtype == np.int64 and (np.diff(vm) > 0).all()
-    np.testing.assert_array_equal(m.vertices, original.vertices[vm])
-    # every face of the disk is a face of the original mesh
+    k = len(vm)
+    np.testing.assert_array_equal(m.vertices[:k], original.vertices[vm])
+    # inserted vertices (chord midpoints) come last and interpolate two original vertices
+    np.testing.assert_allclose(m.vertices[k:], np.einsum("ij,ijk->ik", cm.inserted_weights,
+                                                         original.vertices[cm.inserted]), rtol=1e-14)
+    assert len(chords(m.faces)) == 0
+    # every face of the disk, split chords restored, is a face of the original mesh
     n = original.n_vertices
 
-    def key(F):
+    def key(F):  # rotation-invariant, orientation-sensitive
+        F = np.asarray(F)
+        r = np.argmin(F, axis=1)[:, None]
+        F = np.take_along_axis(F, (r + np.arange(3)) % 3, axis=1)
         return (F[:, 0] * n + F[:, 1]) * n + F[:, 2]
 
-    assert np.isin(key(vm[m.faces]), key(original.faces)).all()
+    pos = np.searchsorted(vm, cm.inserted)
+    assert np.isin(key(vm[unsplit_faces(m.faces, pos)]), key(original.faces)).all()
     assert len(np.unique(m.faces)) == m.n_vertices  # no unused vertex
 
 
