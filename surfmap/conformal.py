@@ -25,6 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from scipy.optimize import brentq
+from scipy.sparse.csgraph import connected_components
 from scipy.special import ellipj, ellipk, ellipkm1
 
 from ._kernels import conformal as _k
@@ -436,22 +437,138 @@ def _modulus_one_corners(alpha, seg, i0, i2, loop):
 
 
 # ---------------------------------------------------------------------------------------------
+# intrinsic triangulation
+
+
+_SPLIT_ANGLE = np.radians(150.0)  # a boundary edge whose opposite angle exceeds this is split
+
+
+class _Triangulation:
+    """Intrinsic triangulation being flowed (mutable; the arrays grow when boundary edges split).
+
+    ``F`` (m, 3) faces, ``twin`` (3m,) twin half-edges (-1 on the boundary), ``lam`` (3m,) log
+    base lengths (half-edge ``3f + k`` runs ``F[f, k] -> F[f, k + 1]``; the current length is
+    ``exp(lam + (u_a + u_b) / 2)``), ``deg`` (n,) edges at each vertex, ``loop`` the input boundary loop, ``bkey`` (n,) the
+    boundary-loop position of each boundary vertex (an inserted vertex takes that of the input
+    boundary edge it lies on; -1 inside), ``n_input`` the number of input vertices (the first
+    ones) and ``splits`` the number of inserted vertices.
+    """
+
+    def __init__(self, F, twin, lam, deg, loop):
+        self.F, self.twin, self.lam, self.deg, self.loop = F, twin, lam, deg, loop
+        self.bkey = np.full(len(deg), -1, dtype=np.int64)
+        self.bkey[loop] = np.arange(len(loop))
+        self.n_input = len(deg)
+        self.splits = 0
+
+    @property
+    def n(self):
+        return len(self.deg)
+
+
+def _obtuse_boundary_halfedges(tri, u, max_angle):
+    """Boundary half-edges whose opposite angle exceeds ``max_angle`` (radians)."""
+    F, lam = tri.F, tri.lam
+    h = np.flatnonzero(tri.twin < 0)
+    f, k = h // 3, h % 3
+    i, j, o = F[f, k], F[f, (k + 1) % 3], F[f, (k + 2) % 3]
+    lij = np.exp(lam[h] + 0.5 * (u[i] + u[j]))
+    ljo = np.exp(lam[3 * f + (k + 1) % 3] + 0.5 * (u[j] + u[o]))
+    loi = np.exp(lam[3 * f + (k + 2) % 3] + 0.5 * (u[o] + u[i]))
+    cos_o = (ljo * ljo + loi * loi - lij * lij) / (2.0 * ljo * loi)
+    return h[cos_o < np.cos(max_angle)]
+
+
+def _split_boundary_edges(tri, u, halfedges):
+    """Split each boundary half-edge at the foot of the altitude from its opposite vertex.
+
+    The face (i, j, o) with an obtuse angle at o becomes (i, w, o) and (w, j, o), right-angled at
+    the new boundary vertex w; the current metric is unchanged (an intrinsic refinement), so the
+    flow continues from the same flat-or-not state. A degenerate boundary triangle (angle near
+    pi opposite a boundary edge, which no flip can remove) otherwise pins Newton's line search.
+    Returns ``u`` extended by the new vertices' conformal factors.
+    """
+    s = len(halfedges)
+    F, twin, lam = tri.F, tri.twin, tri.lam
+    m, n = len(F), tri.n
+    F = np.vstack([F, np.zeros((s, 3), dtype=F.dtype)])
+    twin = np.concatenate([twin, np.full(3 * s, -1, dtype=twin.dtype)])
+    lam = np.concatenate([lam, np.zeros(3 * s)])
+    u = np.concatenate([u, np.zeros(s)])
+    deg = np.concatenate([tri.deg, np.full(s, 3, dtype=tri.deg.dtype)])
+    bkey = np.concatenate([tri.bkey, np.zeros(s, dtype=tri.bkey.dtype)])
+    for r, h in enumerate(halfedges):
+        f, k = int(h) // 3, int(h) % 3
+        i, j, o = F[f, k], F[f, (k + 1) % 3], F[f, (k + 2) % 3]
+        h_jo, h_oi = 3 * f + (k + 1) % 3, 3 * f + (k + 2) % 3
+        lam_jo, lam_oi, t_jo, t_oi = lam[h_jo], lam[h_oi], twin[h_jo], twin[h_oi]
+        c = np.exp(lam[h] + 0.5 * (u[i] + u[j]))
+        a = np.exp(lam_jo + 0.5 * (u[j] + u[o]))
+        b = np.exp(lam_oi + 0.5 * (u[o] + u[i]))
+        x = (c * c + b * b - a * a) / (2.0 * c)  # from i to the foot, in (0, c): i and j are acute
+        # altitude 2 A / c, with Kahan's stable area formula
+        p, q, t = sorted((a, b, c), reverse=True)
+        area = 0.25 * np.sqrt((p + (q + t)) * (t - (p - q)) * (t + (p - q)) * (p + (q - t)))
+        hgt = 2.0 * area / c
+        w, g = n + r, m + r
+        u[w] = u[i] + (u[j] - u[i]) * x / c  # any value keeps the metric; this keeps lam tame
+        F[f] = (i, w, o)
+        F[g] = (w, j, o)
+        lam[3 * f] = np.log(x) - 0.5 * (u[i] + u[w])
+        lam[3 * f + 1] = np.log(hgt) - 0.5 * (u[w] + u[o])
+        lam[3 * f + 2] = lam_oi
+        lam[3 * g] = np.log(c - x) - 0.5 * (u[w] + u[j])
+        lam[3 * g + 1] = lam_jo
+        lam[3 * g + 2] = lam[3 * f + 1]
+        twin[3 * f], twin[3 * f + 1], twin[3 * f + 2] = -1, 3 * g + 2, t_oi
+        twin[3 * g], twin[3 * g + 1], twin[3 * g + 2] = -1, t_jo, 3 * f + 1
+        if t_oi >= 0:
+            twin[t_oi] = 3 * f + 2
+        if t_jo >= 0:
+            twin[t_jo] = 3 * g + 1
+        deg[o] += 1
+        bkey[w] = bkey[i]
+    tri.F, tri.twin, tri.lam, tri.deg, tri.bkey = F, twin, lam, deg, bkey
+    tri.splits += s
+    return u
+
+
+# ---------------------------------------------------------------------------------------------
 # Newton
 
 
+def _split_degenerate_boundary(tri, u, Theta, max_flips):
+    """Split boundary edges opposite angles above ``_SPLIT_ANGLE`` (repeatedly: a split can
+    expose another), restore the Delaunay property by Ptolemy flips, and extend ``u`` and the
+    targets (pi: straight boundary) to the new vertices. Returns ``(u, Theta, flips)``."""
+    flips = 0
+    for _ in range(64):
+        h = _obtuse_boundary_halfedges(tri, u, _SPLIT_ANGLE)
+        if len(h) == 0:
+            break
+        n0 = tri.n
+        u = _split_boundary_edges(tri, u, h)
+        Theta = np.concatenate([Theta, np.full(tri.n - n0, np.pi)])
+        nf, _ = _k.make_delaunay(tri.F, tri.twin, tri.lam, u, tri.deg, False, _DELAUNAY_TOL, max_flips)
+        flips += max(nf, 0)
+    return u, Theta, flips
+
+
 def _newton(
-    F, twin, lam, deg, Theta, tol, max_iter, timings, switch=None, switch_tol=None, solver=None, pattern=None,
-    points=None,
+    tri, Theta, tol, max_iter, timings, switch=None, switch_tol=None, solver=None, pattern=None, points=None,
 ):
     switch_tol = _SWITCH_TOL if switch_tol is None else switch_tol
-    n = len(Theta)
-    m = len(F)
-    u = np.zeros(n)
-    angle_sum = np.empty(n)
-    cotw = np.empty(3 * m)
-    max_flips = 100 * m + 1000
-    flips, blocked = _k.make_delaunay(F, twin, lam, u, deg, False, _DELAUNAY_TOL, max_flips)
-    E, bad = _k.evaluate(F, lam, u, Theta, angle_sum, cotw, True)
+    u = np.zeros(tri.n)
+    max_flips = 100 * len(tri.F) + 1000
+    flips, blocked = _k.make_delaunay(tri.F, tri.twin, tri.lam, u, tri.deg, False, _DELAUNAY_TOL, max_flips)
+    n_start = tri.n
+    u, Theta, split_flips = _split_degenerate_boundary(tri, u, Theta, max_flips)
+    if tri.n != n_start:
+        solver = pattern = None
+    flips += split_flips
+    angle_sum = np.empty(tri.n)
+    cotw = np.empty(3 * len(tri.F))
+    E, bad = _k.evaluate(tri.F, tri.lam, u, Theta, angle_sum, cotw, True)
     g = Theta - angle_sum
     # a given pattern describes F before the flips just made
     pattern_flips = 0 if (pattern is not None and flips == 0) else -1
@@ -470,6 +587,7 @@ def _newton(
             new_theta = switch(u)
             switch = None
             if new_theta is not None:
+                new_theta = np.concatenate([new_theta, np.full(tri.n - len(new_theta), np.pi)])
                 E += float((new_theta - Theta) @ u)
                 Theta = new_theta
                 g = Theta - angle_sum
@@ -482,7 +600,7 @@ def _newton(
             # little above tol; three Newton steps without halving the error below the acceptance bar
             log.warning(
                 "conformal_map: curvature error stalled at %.3g above tol=%g (floating-point floor "
-                "for %d vertices); accepting it", res, tol, n,
+                "for %d vertices); accepting it", res, tol, tri.n,
             )
             break
         if it == max_iter:
@@ -492,7 +610,7 @@ def _newton(
             )
         if pattern is None or pattern_flips != total_flips:
             t_p = time.perf_counter()
-            pattern = _k.csr_pattern(F, n)
+            pattern = _k.csr_pattern(tri.F, tri.n)
             t_pattern += time.perf_counter() - t_p
             pattern_flips = total_flips
         indptr, indices, slots = pattern
@@ -500,19 +618,19 @@ def _newton(
         diag_pin = indptr[pin] + int(np.searchsorted(indices[indptr[pin] : indptr[pin + 1]], pin))
         data[diag_pin] += max(float(np.abs(data).max()), 1.0)
         t0 = time.perf_counter()
-        H = _laplacian_csc(indptr, indices, data, n)
+        H = _laplacian_csc(indptr, indices, data, tri.n)
         # inexact Newton: PCG preconditioned by the factorisation of an earlier Hessian (the
         # cotangent Laplacian changes little along a conformal flow); refactorise when PCG slows
         rtol = min(_FORCING_MAX, max(1e-13, _FORCING * res))
         d, k, ok = (None, 0, False) if solver is None else _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
         refactored = not ok
         if not ok:
-            solver = _SPDSolver(H, single=True, points=points)
+            solver = _SPDSolver(H, single=True, points=_points(points, tri))
             n_factor += 1
             d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
             k += k2
             if not ok and solver.single:  # single precision too coarse for this Hessian
-                solver = _SPDSolver(H, points=points)
+                solver = _SPDSolver(H, points=_points(points, tri))
                 n_factor += 1
                 d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
                 k += k2
@@ -527,13 +645,13 @@ def _newton(
         while True:
             ut = u + step * d
             t_f = time.perf_counter()
-            nf, blocked = _k.make_delaunay(F, twin, lam, ut, deg, False, _DELAUNAY_TOL, max_flips)
+            nf, blocked = _k.make_delaunay(tri.F, tri.twin, tri.lam, ut, tri.deg, False, _DELAUNAY_TOL, max_flips)
             t_flip += time.perf_counter() - t_f
             if nf < 0:
                 raise ConvergenceError("conformal_map: edge flipping did not terminate (too many flips)")
             it_flips += nf
             t_e = time.perf_counter()
-            Et, bad = _k.evaluate(F, lam, ut, Theta, angle_sum, cotw, True)
+            Et, bad = _k.evaluate(tri.F, tri.lam, ut, Theta, angle_sum, cotw, True)
             t_eval += time.perf_counter() - t_e
             if bad == 0 and Et <= E + 1e-4 * step * slope + 1e-12 * abs(E):
                 break
@@ -544,6 +662,17 @@ def _newton(
                 )
         total_flips += it_flips
         u, E = ut, Et
+        n_before = tri.n
+        u, Theta, split_flips = _split_degenerate_boundary(tri, u, Theta, max_flips)
+        if tri.n != n_before:
+            # new vertices: new matrix size; the energy gains their terms
+            max_flips = 100 * len(tri.F) + 1000
+            total_flips += split_flips
+            angle_sum = np.empty(tri.n)
+            cotw = np.empty(3 * len(tri.F))
+            E, bad = _k.evaluate(tri.F, tri.lam, u, Theta, angle_sum, cotw, True)
+            solver = None
+            pattern_flips = -1
         g = Theta - angle_sum
         history.append(
             {
@@ -552,6 +681,7 @@ def _newton(
                 "flips": it_flips,
                 "blocked_flips": int(blocked),
                 "invalid_faces": int(bad),
+                "vertices": int(tri.n),
                 "pcg_iterations": int(it_pcg),
                 "refactorised": bool(refactored),
             }
@@ -663,35 +793,42 @@ def conformal_map(
     F = F0.copy()
     twin0 = twin.copy()
     lam = np.log(edge_lengths(V, F))[:, [2, 0, 1]].ravel().copy()  # half-edge k: F[k] -> F[k+1]
-    zero = np.zeros(n)
     init_flips = 0
     deg = _k.edge_degrees(F, twin, n)
     if initial_delaunay:
-        init_flips, _ = _k.make_delaunay(F, twin, lam, zero, deg, True, _DELAUNAY_TOL, 100 * m + 1000)
+        init_flips, _ = _k.make_delaunay(F, twin, lam, np.zeros(n), deg, True, _DELAUNAY_TOL, 100 * m + 1000)
+    tri = _Triangulation(F, twin, lam, deg, loop)
+    # boundary triangles that no flip can fix (nearly straight angle opposite a boundary edge)
+    _, _, split_flips = _split_degenerate_boundary(tri, np.zeros(n), np.zeros(n), 100 * m + 1000)
+    init_flips += split_flips
+    initial_splits = tri.splits
+    F, twin, lam, deg = tri.F, tri.twin, tri.lam, tri.deg
+    nt = tri.n
+    zero = np.zeros(nt)
     timings["initial_delaunay"] = time.perf_counter() - t0
 
     # corners: user's, or provisional ones replaced once the flow is nearly flat
     corner_info = {"rule": "user"}
     switch = None
-    pos_in_loop = np.full(n, -1, dtype=np.int64)
-    pos_in_loop[loop] = np.arange(len(loop))
     solver0 = pattern0 = None
-    points = _plane_coordinates(V) if n > _ND_MIN_VERTICES else None
+    points = None
+    if n > _ND_MIN_VERTICES:  # inserted vertices lie on boundary edges: near their start vertex
+        points = _plane_coordinates(V)
     if not user_corners:
         # modulus-1 corners from the harmonic potential of a boundary source at c0 and sink at
         # c2 (the real part of the map onto a strip): (c0, c1, c2, c3) has modulus 1 exactly when
         # c1 and c3 lie on the same level. The factorisation serves the first Newton step too.
         t_c = time.perf_counter()
         i0, i2, seg = _principal_extremes(V, loop)
-        indptr, indices, slots = _k.csr_pattern(F, n)
-        cotw = np.empty(3 * m)
-        _k.evaluate(F, lam, zero, zero, np.empty(n), cotw, False)
+        indptr, indices, slots = _k.csr_pattern(F, nt)
+        cotw = np.empty(3 * len(F))
+        _k.evaluate(F, lam, zero, zero, np.empty(nt), cotw, False)
         data = _k.csr_values(slots, cotw, len(indices))
         data[_diag_slot(indptr, indices, 0)] += max(float(np.abs(data).max()), 1.0)
-        L0 = _laplacian_csc(indptr, indices, data, n)
-        solver0 = _SPDSolver(L0, single=True, points=points)
+        L0 = _laplacian_csc(indptr, indices, data, nt)
+        solver0 = _SPDSolver(L0, single=True, points=_points(points, tri))
         pattern0 = (indptr, indices, slots)
-        j = np.zeros(n)
+        j = np.zeros(nt)
         j[loop[i0]], j[loop[i2]] = 1.0, -1.0
         f, _, ok = _pcg(L0, j, solver0.solve, 1e-12, 4 * _PCG_MAXITER)
         if not ok:  # pragma: no cover - single precision too coarse
@@ -713,7 +850,7 @@ def conformal_map(
 
         def switch(u):
             t_sw = time.perf_counter()
-            blen = _boundary_lengths(F, twin, lam, u, pos_in_loop, len(loop))
+            blen = _boundary_lengths(tri, u, len(loop))
             alpha, mod0 = _rectangle_to_circle(blen, p)
             corner_info["modulus_at_check"] = float(mod0)
             timings["corner_check"] = time.perf_counter() - t_sw
@@ -727,18 +864,18 @@ def conformal_map(
             corners[:] = new
             return _targets(n, loop, corners)
 
-    Theta = _targets(n, loop, corners)
+    Theta = np.concatenate([_targets(n, loop, corners), np.full(nt - n, np.pi)])
     t0 = time.perf_counter()
     u, g, Theta, iterations, (start_flips, flow_flips), switched_at, history = _newton(
-        F, twin, lam, deg, Theta, tol, int(max_iter), timings, switch=switch, solver=solver0, pattern=pattern0,
+        tri, Theta, tol, int(max_iter), timings, switch=switch, solver=solver0, pattern=pattern0,
         points=points,
     )
     corner_info["switched_at_iteration"] = switched_at
     timings["newton"] = time.perf_counter() - t0
+    F, twin, lam, nt = tri.F, tri.twin, tri.lam, tri.n
 
-    bnd = np.zeros(n, dtype=bool)
-    bnd[loop] = True
-    is_corner = np.zeros(n, dtype=bool)
+    bnd = tri.bkey >= 0
+    is_corner = np.zeros(nt, dtype=bool)
     is_corner[corners] = True
     residuals = {
         "interior": float(np.abs(g[~bnd]).max(initial=0.0)),
@@ -748,10 +885,10 @@ def conformal_map(
 
     # layout on the (flipped) triangulation
     t0 = time.perf_counter()
-    P, placed = _k.layout(F, twin, lam, u, n, 0)
-    if placed != n:  # pragma: no cover - the disk is connected
-        raise MeshError(f"{mesh.name}: layout reached {placed} of {n} vertices")
-    uv, norm_info = _normalise(P, loop, corners)
+    P, placed = _k.layout(F, twin, lam, u, nt, 0)
+    if placed != nt:  # pragma: no cover - the disk is connected
+        raise MeshError(f"{mesh.name}: layout reached {placed} of {nt} vertices")
+    uv, norm_info = _normalise(P[:n], loop, corners)  # inserted vertices are not part of the map
     timings["layout"] = time.perf_counter() - t0
 
     # input faces on the laid-out vertices
@@ -764,7 +901,7 @@ def conformal_map(
     timings["repair"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - t_all
 
-    changed = _changed_edges(F0, twin0, F, twin, n)
+    changed = _changed_edges(F0, twin0, F, twin, nt)
     info = {
         "method": "conformal",
         "algorithm": "vertex-scaling Newton with Ptolemy (intrinsic Delaunay) flips",
@@ -778,6 +915,12 @@ def conformal_map(
             "ptolemy_at_start": int(start_flips),
             "during_flow": int(flow_flips),
             "edges_differing_from_input": int(changed),
+        },
+        "boundary_splits": {
+            "initial": int(initial_splits),
+            "during_flow": int(tri.splits - initial_splits),
+            "rule": f"boundary edges opposite an angle above {np.degrees(_SPLIT_ANGLE):g} degrees split at the "
+            "foot of the altitude (intrinsic; the inserted vertices are not part of the map)",
         },
         "corners": [int(c) for c in corners],
         "corner_choice": corner_info,
@@ -807,14 +950,21 @@ def _targets(n, loop, corners):
     return Theta
 
 
-def _boundary_lengths(F, twin, lam, u, pos_in_loop, nb):
-    """Flat length of the boundary edge leaving each loop position (boundary edges never flip)."""
-    h = np.flatnonzero(twin < 0)
+def _boundary_lengths(tri, u, nb):
+    """Flat length of the input boundary edge leaving each loop position (boundary edges never
+    flip; an input edge split into pieces sums them)."""
+    h = np.flatnonzero(tri.twin < 0)
     f, k = h // 3, h % 3
-    a, b = F[f, k], F[f, (k + 1) % 3]
-    out = np.empty(nb)
-    out[pos_in_loop[a]] = np.exp(lam[h] + 0.5 * (u[a] + u[b]))
-    return out
+    a, b = tri.F[f, k], tri.F[f, (k + 1) % 3]
+    return np.bincount(tri.bkey[a], weights=np.exp(tri.lam[h] + 0.5 * (u[a] + u[b])), minlength=nb)
+
+
+def _points(points, tri):
+    """Plane coordinates for the nested-dissection order, extended to inserted vertices (each
+    placed at its input boundary edge's start vertex; only the ordering uses them)."""
+    if points is None or tri.n == len(points):
+        return points
+    return np.vstack([points, points[tri.loop[tri.bkey[tri.n_input :]]]])
 
 
 def _changed_edges(F0, twin0, F, twin, n):
@@ -924,86 +1074,63 @@ def _dilatation(J):
     return np.where(a > b, k, np.inf)
 
 
-def _untangling_energy(x, Q, free, F, Xinv, area, eps, theta):
-    """Regularised foldover-free energy of Garanzha, Kaporin, Kudryavtseva, Protais, Ray and
-    Sokolov (2021, "Foldover-free maps in 50 lines of code"): per face, area-weighted
-    ``(1 - theta) tr(J^T J) / chi(det J) + theta (1 + det^2 J) / chi(det J)`` with
-    ``chi(d) = (d + sqrt(eps^2 + d^2)) / 2``. The first term is twice the dilatation-like
-    conformal energy ``(sigma1^2 + sigma2^2) / (sigma1 sigma2)``; ``chi`` keeps it finite on
-    folded faces while ``eps > 0`` and becomes a barrier as ``eps -> 0``. Returns energy and
-    gradient with respect to the free coordinates ``x`` (flattened ``Q[free]``)."""
+def _untangling_energy(x, Q, free, F, Xinv, eps, theta):
+    """Energy of :func:`surfmap._kernels.conformal.untangle_energy` (the foldover-free energy of
+    Garanzha, Kaporin, Kudryavtseva, Protais, Ray and Sokolov 2021, "Foldover-free maps in 50
+    lines of code": per face ``(1 - theta) tr(J^T J) / chi(det J) + theta (1 + det^2 J) /
+    chi(det J)``, ``chi(d) = (d + sqrt(eps^2 + d^2)) / 2``; its first term is twice a
+    dilatation-like conformal energy, ``chi`` keeps it finite on folded faces while ``eps > 0``
+    and makes it a barrier as ``eps -> 0``) with ``Q[free]`` replaced by ``x`` (flattened).
+    Returns ``(energy, gradient with respect to x, min det J)``."""
     Q = Q.copy()
     Q[free] = x.reshape(-1, 2)
-    J = _jacobians(Q, F, Xinv)
-    det = J[:, 0, 0] * J[:, 1, 1] - J[:, 0, 1] * J[:, 1, 0]
-    tr = np.einsum("fij,fij->f", J, J)
-    root = np.sqrt(eps * eps + det * det)
-    # (d + sqrt(eps^2 + d^2)) / 2, without the cancellation for d < 0
-    chi = np.where(det >= 0, 0.5 * (det + root), 0.5 * eps * eps / (root - np.minimum(det, 0.0)))
-    dchi = chi / root
-    e = ((1.0 - theta) * tr + theta * (1.0 + det * det)) / chi
-    E = float(area @ e)
-    # dE/dJ = area * [(1 - theta) 2 J / chi + (theta 2 det / chi - e dchi / chi) cof(J)]
-    c1 = area * (1.0 - theta) * 2.0 / chi
-    c2 = area * (theta * 2.0 * det - e * dchi) / chi
-    cof = np.empty_like(J)
-    cof[:, 0, 0], cof[:, 0, 1], cof[:, 1, 0], cof[:, 1, 1] = J[:, 1, 1], -J[:, 1, 0], -J[:, 0, 1], J[:, 0, 0]
-    G = c1[:, None, None] * J + c2[:, None, None] * cof
-    GD = G @ np.transpose(Xinv, (0, 2, 1))  # dE/dD: columns are the gradients at corners 1 and 2
-    grad = np.zeros_like(Q)
-    np.add.at(grad, F[:, 1], GD[:, :, 0])
-    np.add.at(grad, F[:, 2], GD[:, :, 1])
-    np.add.at(grad, F[:, 0], -GD[:, :, 0] - GD[:, :, 1])
-    return E, grad[free].ravel(), det
+    grad = np.empty_like(Q)
+    E, mindet = _k.untangle_energy(Q, F, Xinv, eps, theta, grad)
+    return E, grad[free].ravel(), mindet
 
 
-def _untangle_region(Q, free, F, Xinv, max_outer=30, polish=2):
+def _untangle_region(Q, free, F, Xinv, max_outer=100, polish=2):
     """Move ``Q[free]`` so that every face of ``F`` has positive area, keeping the others fixed.
 
-    The continuation in ``eps`` of Garanzha et al. (2021): L-BFGS on the regularised energy
-    (every face weighted alike), ``eps`` shrinking with the energy decrease while faces fold and
-    set to 1e-12 once none does; at most ``polish`` more rounds once no face folds. Each free
-    vertex's coordinates are scaled by its mean edge length, so that faces of very different
-    sizes (conformal factors vary over orders of magnitude) are balanced for L-BFGS. Returns
-    the new ``Q``.
+    The continuation in ``eps`` of Garanzha et al. (2021): L-BFGS to convergence on the
+    regularised energy (every face weighted alike), ``eps`` shrinking with the energy decrease
+    while faces fold and set to 1e-12 once none does; at most ``polish`` more rounds once no
+    face folds. Each free vertex's coordinates are scaled by its mean edge length, so that faces
+    of very different sizes (conformal factors vary over orders of magnitude) are balanced for
+    L-BFGS. Returns the new ``Q``.
     """
     from scipy.optimize import minimize
 
     theta = _UNTANGLE_THETA
     Q = Q.copy()
-    w = np.ones(len(F))
     # per free vertex: mean length of its edges on the layout
     lsum = np.zeros(len(Q))
     cnt = np.zeros(len(Q))
     for k in range(3):
         a, b = F[:, k], F[:, (k + 1) % 3]
         ln = np.linalg.norm(Q[a] - Q[b], axis=1)
-        np.add.at(lsum, a, ln)
-        np.add.at(lsum, b, ln)
-        np.add.at(cnt, a, 1.0)
-        np.add.at(cnt, b, 1.0)
+        lsum += np.bincount(a, ln, len(Q)) + np.bincount(b, ln, len(Q))
+        cnt += np.bincount(a, minlength=len(Q)) + np.bincount(b, minlength=len(Q))
     s = np.repeat(lsum[free] / cnt[free], 2)
 
     def fun(y, eps):
-        E, g, _ = _untangling_energy(y * s, Q, free, F, Xinv, w, eps, theta)
+        E, g, _ = _untangling_energy(y * s, Q, free, F, Xinv, eps, theta)
         return E, g * s
 
     y = Q[free].ravel() / s
-    _, _, det = _untangling_energy(y * s, Q, free, F, Xinv, w, 1.0, theta)
-    mindet = float(det.min())
+    mindet = _untangling_energy(y * s, Q, free, F, Xinv, 1.0, theta)[2]
     eps = float(np.sqrt(1e-12 + 0.04 * min(mindet, 0.0) ** 2))
     E_prev = fun(y, eps)[0]
     for _ in range(max_outer):
         res = minimize(fun, y, args=(eps,), jac=True, method="L-BFGS-B",
-                       options={"maxiter": 100, "gtol": 1e-12, "ftol": 1e-9})
+                       options={"maxiter": 2000, "maxcor": 20, "gtol": 1e-10, "ftol": 1e-7})
         y = res.x
-        E, _, det = _untangling_energy(y * s, Q, free, F, Xinv, w, eps, theta)
-        mindet = float(det.min())
+        E, _, mindet = _untangling_energy(y * s, Q, free, F, Xinv, eps, theta)
         sigma = max(1.0 - E / E_prev, 0.1)
         mu = (1.0 - sigma) * 0.5 * (mindet + np.sqrt(eps * eps + mindet * mindet))
         settled = abs(E_prev - E) <= 1e-4 * abs(E)
         eps = 2.0 * np.sqrt(mu * (mu - mindet)) if mindet < mu else 1e-12
-        log.debug("untangle: energy %.6g, min det %.3g, eps %.3g, %d L-BFGS iterations, %d evaluations", E, mindet, eps, res.nit, res.nfev)
+        log.debug("untangle: energy %.6g, min det %.3g, eps %.3g, %d L-BFGS iterations", E, mindet, eps, res.nit)
         E_prev = E
         if mindet > 0:
             if settled or polish == 0:
@@ -1064,40 +1191,43 @@ def _repair_folds(uv, V, F, loop, corners, width, height):
     cols = np.concatenate([F[:, 1], F[:, 2], F[:, 0]])
     A = sp.csr_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     A = (A + A.T).tocsr()
-    seed = np.zeros(n, dtype=bool)
-    seed[F[folded].ravel()] = True
     # faces that cannot unfold: all three vertices on the boundary, or beside a chord whose ends
     # share a side; left out of the energy and reported
     stuck = folded & (~interior[F].any(axis=1) | _one_side_chord_faces(F, loop, corners))
     cap = max(_REPAIR_MIN_CAP, int(_REPAIR_MAX_FRACTION * n))
     rings = _REPAIR_RINGS
-    Q = Q0
-    region = seed
-    free = np.zeros(0, dtype=np.int64)
+    Q = Q0.copy()
+    pending = folded & ~stuck
+    free_all = np.zeros(n, dtype=bool)
     rounds = 0
-    faces = np.zeros(0, dtype=np.int64)
-    while True:
+    while pending.any():
         rounds += 1
-        region = seed.copy()
+        region = np.zeros(n, dtype=bool)
+        region[F[pending].ravel()] = True
         for _ in range(rings):
             region = region | ((A @ region.astype(np.int8)) > 0)
         free_mask = region & interior
         free = np.flatnonzero(free_mask)
-        faces = np.flatnonzero(free_mask[F].any(axis=1) & ~stuck)
-        Fr = F[faces]
-        Xinv, _ = _reference_frames(V, Fr, _layout_scale(Q0, V, Fr))
-        # local numbering: the optimisation sees only the region's faces and their vertices
-        verts, Fl = np.unique(Fr, return_inverse=True)
-        Fl = Fl.reshape(-1, 3)
-        local_free = np.flatnonzero(free_mask[verts])
-        Ql = _untangle_region(Q0[verts], local_free, Fl, Xinv)
-        Q = Q0.copy()
-        Q[verts] = Ql
-        folded_now = (_k.signed_areas(Q / WH, F) <= 0) & ~stuck
-        if not folded_now.any() or len(free) >= cap or len(free) == int(interior.sum()):
+        # independent problems: connected groups of free vertices
+        n_comp, label = connected_components(A[free][:, free], directed=False)
+        comp = np.full(n, -1, dtype=np.int64)
+        comp[free] = label
+        face_comp = comp[F].max(axis=1)  # a face's free vertices are adjacent: one group
+        face_comp[stuck] = -1
+        order = np.argsort(face_comp, kind="stable")
+        bounds = np.searchsorted(face_comp[order], np.arange(n_comp + 1))
+        for c in range(n_comp):
+            Fr = F[order[bounds[c] : bounds[c + 1]]]
+            Xinv, _ = _reference_frames(V, Fr, _layout_scale(Q0, V, Fr))
+            verts, Fl = np.unique(Fr, return_inverse=True)
+            local_free = np.flatnonzero(comp[verts] == c)
+            Q[verts] = _untangle_region(Q[verts], local_free, Fl.reshape(-1, 3), Xinv)
+        free_all |= free_mask
+        pending = (_k.signed_areas(Q / WH, F) <= 0) & ~stuck
+        if not pending.any() or free_all.sum() >= cap or free_all.sum() == interior.sum():
             break
-        seed[F[folded_now].ravel()] = True
         rings *= 2
+    faces = np.flatnonzero(free_all[F].any(axis=1))
     uv = Q / WH
     uv[loop] = Q0[loop] / WH  # boundary vertices never move (exactly)
     area = _k.signed_areas(uv, F)
@@ -1119,7 +1249,7 @@ def _repair_folds(uv, V, F, loop, corners, width, height):
         "folded_input_faces": folded0,
         "folded_after_repair": n_folded,
         "repair_region": {
-            "vertices_free": int(len(free)),
+            "vertices_free": int(free_all.sum()),
             "vertices_moved": moved,
             "faces": int(len(faces)),
             "rounds": rounds,

@@ -617,3 +617,55 @@ def disk_topology(F, twin, n):
                 first[i] = w
                 w = nxt[w]
     return nc, loops, False, first
+
+
+@njit(cache=True)
+def untangle_energy(Q, F, Xinv, eps, theta, grad):
+    """Regularised foldover-free energy (Garanzha et al. 2021) of the faces ``F`` laid out at
+    ``Q`` (n, 2) against reference triangles with inverse edge matrices ``Xinv`` (m, 2, 2):
+    per face ``((1 - theta) |J|^2 + theta (1 + det^2)) / chi(det)``, ``chi(d) = (d + sqrt(eps^2
+    + d^2)) / 2`` evaluated without cancellation. Writes the gradient into ``grad`` (n, 2) and
+    returns ``(energy, min det)``."""
+    grad[:] = 0.0
+    E = 0.0
+    mindet = np.inf
+    for f in range(F.shape[0]):
+        a, b, c = F[f, 0], F[f, 1], F[f, 2]
+        d00 = Q[b, 0] - Q[a, 0]
+        d10 = Q[b, 1] - Q[a, 1]
+        d01 = Q[c, 0] - Q[a, 0]
+        d11 = Q[c, 1] - Q[a, 1]
+        x00, x01, x10, x11 = Xinv[f, 0, 0], Xinv[f, 0, 1], Xinv[f, 1, 0], Xinv[f, 1, 1]
+        j00 = d00 * x00 + d01 * x10
+        j01 = d00 * x01 + d01 * x11
+        j10 = d10 * x00 + d11 * x10
+        j11 = d10 * x01 + d11 * x11
+        det = j00 * j11 - j01 * j10
+        mindet = min(mindet, det)
+        tr = j00 * j00 + j01 * j01 + j10 * j10 + j11 * j11
+        root = np.sqrt(eps * eps + det * det)
+        if det >= 0.0:
+            chi = 0.5 * (det + root)
+        else:
+            chi = 0.5 * eps * eps / (root - det)
+        dchi = chi / root
+        e = ((1.0 - theta) * tr + theta * (1.0 + det * det)) / chi
+        E += e
+        c1 = (1.0 - theta) * 2.0 / chi
+        c2 = (theta * 2.0 * det - e * dchi) / chi
+        # dE/dJ = c1 J + c2 cof(J); dE/dD = dE/dJ Xinv^T
+        g00 = c1 * j00 + c2 * j11
+        g01 = c1 * j01 - c2 * j10
+        g10 = c1 * j10 - c2 * j01
+        g11 = c1 * j11 + c2 * j00
+        h00 = g00 * x00 + g01 * x01  # column 0: corner b
+        h10 = g10 * x00 + g11 * x01
+        h01 = g00 * x10 + g01 * x11  # column 1: corner c
+        h11 = g10 * x10 + g11 * x11
+        grad[b, 0] += h00
+        grad[b, 1] += h10
+        grad[c, 0] += h01
+        grad[c, 1] += h11
+        grad[a, 0] -= h00 + h01
+        grad[a, 1] -= h10 + h11
+    return E, mindet

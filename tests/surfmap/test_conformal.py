@@ -447,3 +447,40 @@ def test_conformal_map_repairs_folds_of_the_flipped_layout_locally(monkeypatch):
     after = surfmap.distortion(fm)
     assert after.dilatation_mean <= 1.01 * before.dilatation_mean
     np.testing.assert_allclose(info["repair_region"]["dilatation_all_after"], after.dilatation_mean, rtol=1e-6)
+
+
+def test_conformal_map_splits_a_degenerate_boundary_triangle_and_keeps_the_metric():
+    # an interior vertex pulled to 0.002 above the middle of a boundary edge: the angle opposite
+    # that edge is 178 degrees, which no flip can remove. The edge is split intrinsically; the
+    # flat square is still mapped onto itself (0 iterations) and the inserted vertex is not output
+    mesh, corners = grid(8, 8)
+    V = mesh.vertices.copy()
+    V[12, :2] = [0.4375, 0.002]
+    fm = surfmap.conformal_map(Mesh(V, mesh.faces), corners)
+    assert fm.info["boundary_splits"]["initial"] == 1
+    assert fm.info["iterations"] == 0
+    assert fm.uv.shape == (81, 2)
+    np.testing.assert_allclose(fm.uv, V[:, :2], atol=1e-12)
+
+
+def test_split_boundary_edges_reproduces_lengths_and_halves_the_obtuse_angle():
+    P = np.array([[0.0, 0.0], [1.0, 0.0], [0.3, 0.01], [0.5, 1.0]])
+    F = np.array([[0, 1, 2], [2, 1, 3]])
+    twin, ok = K.build_twins(F, 4)
+    loop = boundary_loop(F)
+    lam = np.log(edge_lengths(np.column_stack([P, np.zeros(4)]), F))[:, [2, 0, 1]].ravel().copy()
+    tri = C._Triangulation(F.copy(), twin, lam, K.edge_degrees(F, twin, 4), loop)
+    u = np.zeros(4)
+    h = C._obtuse_boundary_halfedges(tri, u, C._SPLIT_ANGLE)
+    assert h.tolist() == [0]  # 0 -> 1, opposite vertex 2 (178.9 degrees)
+    u = C._split_boundary_edges(tri, u, h)
+    assert tri.n == 5 and len(tri.F) == 3 and tri.bkey[4] == tri.bkey[0]
+    # the new vertex is the foot of the altitude from vertex 2: lay the refined triangulation out
+    Q, placed = K.layout(tri.F, tri.twin, tri.lam, u, 5, 0)
+    assert placed == 5
+    d = lambda a, b: np.linalg.norm(Q[a] - Q[b])  # noqa: E731
+    np.testing.assert_allclose([d(0, 4), d(4, 1), d(2, 4)], [0.3, 0.7, 0.01], rtol=1e-12)
+    np.testing.assert_allclose([d(0, 2), d(1, 2), d(1, 3), d(2, 3)],
+                               [np.hypot(0.3, 0.01), np.hypot(0.7, 0.01), np.hypot(0.5, 1), np.hypot(0.2, 0.99)],
+                               rtol=1e-12)
+    assert len(C._obtuse_boundary_halfedges(tri, u, C._SPLIT_ANGLE)) == 0
