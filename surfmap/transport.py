@@ -260,7 +260,8 @@ def solve_transport(
     weights : (n,) float64, optional
         Warm start (default: zeros, the Voronoi diagram).
     tol : float
-        Stop when ``max |area_i - masses_i| / masses_i < tol``.
+        Stop when ``max |area_i - masses_i| / max(masses_i, 1e-3 / n) < tol`` (cells below a
+        thousandth of the mean mass are matched to ``tol`` of that: the floating-point floor).
     max_iter : int
         Newton iterations at most.
     eps0 : float, optional
@@ -300,6 +301,8 @@ def solve_transport(
 
 
 _FAR = 0.25  # largest |log(area / mass)| of a cell above which Newton works on log areas
+_CROWDED = 1e-10  # a start cell below this fraction of its mass: the sites are too crowded
+_MASS_FLOOR = 1e-3  # relative to the mean mass: the smallest mass cell errors are measured against
 _LOG_STEP = 2.0  # largest change of a log cell area one far Newton step asks for
 
 
@@ -315,11 +318,15 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
             "remove duplicate sites or start from weights that give every site a cell"
         )
     pin = int(np.argmax(nu))
+    # a cell's error is relative to its mass, but no finer than _MASS_FLOOR of the mean mass: the
+    # weights carry ~1e-16 absolute precision, which moves a cell's area by ~1e-15, so a cell of
+    # 1e-9 (found on an inflated surface of 146k vertices) cannot be matched to 1e-6 of itself
+    scale = np.maximum(nu, _MASS_FLOOR / len(nu))
     solver = _NewtonSolver()
     try:
         for it in range(max_iter + 1):
             g = D.areas - nu
-            err = float(np.max(np.abs(g) / nu))
+            err = float(np.max(np.abs(g) / scale))
             log.debug("newton %d: max relative cell-area error %.3e", it, err)
             if err < tol:
                 stats["cell_area_error"] = err
@@ -348,7 +355,7 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                 # no lower than needed to land 10x below tol (the last step needs no exact solve)
                 eta = min(0.1, max(0.1 * err, 0.1 * tol / err))
                 rhs = -g
-                d, exact = solver.solve(H, A, P, rhs, eta * (np.abs(g) + eta * err * nu), last=err * err < tol)
+                d, exact = solver.solve(H, A, P, rhs, eta * (np.abs(g) + eta * err * scale), last=err * err < tol)
             t = 1.0
             while True:
                 wt = w + t * d
@@ -491,16 +498,16 @@ def _monotone(t: np.ndarray, mass: np.ndarray, gap: float) -> tuple[np.ndarray, 
     return t, fixes
 
 
-def _start_sites(uv, F, adjacency, sides, nu, V):
+def _start_sites(uv, F, adjacency, sides, nu):
     """The sites of the transport: ``uv`` (the start map) with its boundary vertices exactly on
     their sides in strictly increasing order and its folds (faces of signed area <= 0, e.g.
     duplicate vertices) repaired, so that the faces triangulate the square and edge flips from
-    them reach the Delaunay triangulation, in which no site is hidden. When some cells are still
-    empty in floating point (sites crowded below the precision of the square's coordinates),
-    the sites are those of Floater's map with mean-value weights of the 3D mesh instead (same
-    corners, sides by 3D arc length; bijective, and far less crowded than a conformal map).
+    them reach the Delaunay triangulation, in which no site is hidden.
 
-    Returns ``(P, info)``: the sites (n, 2) and a dict saying what was done.
+    Returns ``(P, info, D, crowded)``: the sites (n, 2), a dict saying what was done, their
+    Delaunay :class:`PowerDiagram` (zero weights), and the number
+    of sites whose Delaunay cell is below ``_CROWDED`` times their mass (empty, or crowded beyond
+    what the weights can resolve in floating point; the caller then uses :func:`_floater_sites`).
     """
     P = np.clip(np.asarray(uv, dtype=np.float64), 0.0, 1.0)
     info = {"boundary_reorders": 0, "folds_repaired": 0, "fold_repair_moved": 0, "sites": "init"}
@@ -513,32 +520,38 @@ def _start_sites(uv, F, adjacency, sides, nu, V):
             t, fixes = _monotone(t, nu[side], gap)
             info["boundary_reorders"] += fixes
             P[side, k % 2] = t if k < 2 else 1.0 - t
-    fixed = np.zeros(len(P), dtype=bool)
-    for side in sides:
-        fixed[side] = True
     if (_k.signed_areas(P, F) <= 0).any():
-        info["folds_repaired"], info["fold_repair_moved"] = _repair_folds(P, F, fixed)
+        info["folds_repaired"], info["fold_repair_moved"] = _repair_folds(P, F, _on_sides(sides, len(P)))
         info["sites"] = "init, folds repaired"
     D = PowerDiagram(P, np.zeros(len(P)), (F, adjacency))
-    if D.areas.min() <= 0:
-        empty = int((D.areas <= 0).sum())
-        log.warning(
-            "transport: %d sites of the start map have an empty cell (crowded below floating-point precision); "
-            "starting from Floater's mean-value map instead", empty)
-        for k, side in enumerate(sides):  # the boundary by 3D arc length on each side
-            arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(V[side], axis=0), axis=1))])
-            P[side] = _SQUARE[k] + (arc / arc[-1])[:, None] * (_SQUARE[(k + 1) % 4] - _SQUARE[k])
-        W = _mean_value_weights(V, F)
-        fi = np.flatnonzero(~fixed)
-        Wf = W[fi]
-        L = (sp.diags(np.asarray(Wf.sum(axis=1)).ravel()) - Wf[:, fi]).tocsc()
-        rhs = Wf[:, fixed] @ P[fixed]
-        solve = spla.factorized(L)
-        P[fi] = np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
-        info["sites"] = f"Floater mean-value map ({empty} empty cells in the start map)"
-        if (_k.signed_areas(P, F) <= 0).any():
-            info["folds_repaired"] += _repair_folds(P, F, fixed)[0]
-    return P, info
+    return P, info, D, int((D.areas <= _CROWDED * nu).sum())
+
+
+def _on_sides(sides, n):
+    fixed = np.zeros(n, dtype=bool)
+    for side in sides:
+        fixed[side] = True
+    return fixed
+
+
+def _floater_sites(V, F, sides):
+    """Sites from Floater's map with mean-value weights of the 3D mesh: same corners, sides by 3D
+    arc length; bijective, and far less crowded than a conformal map."""
+    P = np.zeros((len(V), 2))
+    for k, side in enumerate(sides):  # the boundary by 3D arc length on each side
+        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(V[side], axis=0), axis=1))])
+        P[side] = _SQUARE[k] + (arc / arc[-1])[:, None] * (_SQUARE[(k + 1) % 4] - _SQUARE[k])
+    fixed = _on_sides(sides, len(V))
+    W = _mean_value_weights(V, F)
+    fi = np.flatnonzero(~fixed)
+    Wf = W[fi]
+    L = (sp.diags(np.asarray(Wf.sum(axis=1)).ravel()) - Wf[:, fi]).tocsc()
+    rhs = Wf[:, fixed] @ P[fixed]
+    solve = spla.factorized(L)
+    P[fi] = np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
+    if (_k.signed_areas(P, F) <= 0).any():  # rounding only (positive weights, convex boundary)
+        _repair_folds(P, F, fixed)
+    return P
 
 
 def _place_boundary(uv, D, sides, nu):
@@ -747,7 +760,8 @@ def area_preserving_map(
         A bijective map of ``mesh`` onto the unit square with its 4 corners; default
         ``surfmap.conformal_map(mesh)``.
     tol : float
-        Stop Newton when the largest relative cell-area error ``|area_i - nu_i| / nu_i`` is below it.
+        Stop Newton when the largest relative cell-area error ``|area_i - nu_i| / nu_i`` is below it
+        (for cells below a thousandth of the mean area: relative to that thousandth).
     max_iter : int
         Newton iterations at most.
     area_tol : float
@@ -828,11 +842,27 @@ def area_preserving_map(
             f"neighbours along it (first: vertices {a} and {b} on side {k}); no bijective map onto the square "
             "has such an edge. Cut the mesh with surfmap.cut (which splits chords) or choose other corners"
         )
-    P, start_info = _start_sites(init.uv, F, adjacency, sides, nu, mesh.vertices)
+    P, start_info, D, crowded = _start_sites(init.uv, F, adjacency, sides, nu)
     stats = {"start": start_info}
     for key in ("newton_iterations", "halvings", "factorizations", "cg_iterations"):
         stats[key] = 0
-    _w, D = _damped_newton(P, nu, np.zeros(n), (F, adjacency), tol, max_iter, None, stats)
+    if crowded:
+        log.warning(
+            "transport: %d sites of the start map have an empty or vanishing cell (crowded below floating-point "
+            "precision); starting from Floater's mean-value map instead", crowded)
+        P = _floater_sites(mesh.vertices, F, sides)
+        start_info["sites"] = f"Floater mean-value map ({crowded} crowded sites in the start map)"
+        D = (F, adjacency)
+    try:
+        _w, D = _damped_newton(P, nu, np.zeros(n), D, tol, max_iter, None, stats)
+    except ConvergenceError as e:
+        if crowded:
+            raise
+        # the start map's sites may still be too crowded for Newton; Floater's map is not
+        log.warning("transport: %s; starting again from Floater's mean-value map", e)
+        P = _floater_sites(mesh.vertices, F, sides)
+        start_info["sites"] = f"Floater mean-value map (from the start map: {e})"
+        _w, D = _damped_newton(P, nu, np.zeros(n), (F, adjacency), tol, max_iter, None, stats)
     timings["transport"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
