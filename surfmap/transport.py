@@ -260,7 +260,8 @@ def solve_transport(
     weights : (n,) float64, optional
         Warm start (default: zeros, the Voronoi diagram).
     tol : float
-        Stop when ``max |area_i - masses_i| / masses_i < tol``.
+        Stop when ``max |area_i - masses_i| / max(masses_i, 1e-3 / n) < tol`` (cells below a
+        thousandth of the mean mass are matched to ``tol`` of that: the floating-point floor).
     max_iter : int
         Newton iterations at most.
     eps0 : float, optional
@@ -300,12 +301,15 @@ def solve_transport(
 
 
 _FAR = 0.25  # largest |log(area / mass)| of a cell above which Newton works on log areas
+_CROWDED = 1e-10  # a start cell below this fraction of its mass: the sites are too crowded
+_MASS_FLOOR = 1e-3  # relative to the mean mass: the smallest mass cell errors are measured against
 _LOG_STEP = 2.0  # largest change of a log cell area one far Newton step asks for
 
 
 def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
-    """:func:`solve_transport` after validation; ``start``: ``(T, N)`` or None."""
-    D = PowerDiagram(P, w, start)
+    """:func:`solve_transport` after validation; ``start``: ``(T, N)``, None, or the starting
+    :class:`PowerDiagram` of ``P`` and ``w``."""
+    D = start if isinstance(start, PowerDiagram) else PowerDiagram(P, w, start)
     if eps0 is None:
         eps0 = 0.5 * min(float(nu.min()), float(D.areas.min()))
     if D.areas.min() <= 0:
@@ -314,11 +318,15 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
             "remove duplicate sites or start from weights that give every site a cell"
         )
     pin = int(np.argmax(nu))
+    # a cell's error is relative to its mass, but no finer than _MASS_FLOOR of the mean mass: the
+    # weights carry ~1e-16 absolute precision, which moves a cell's area by ~1e-15, so a cell of
+    # 1e-9 (found on an inflated surface of 146k vertices) cannot be matched to 1e-6 of itself
+    scale = np.maximum(nu, _MASS_FLOOR / len(nu))
     solver = _NewtonSolver()
     try:
         for it in range(max_iter + 1):
             g = D.areas - nu
-            err = float(np.max(np.abs(g) / nu))
+            err = float(np.max(np.abs(g) / scale))
             log.debug("newton %d: max relative cell-area error %.3e", it, err)
             if err < tol:
                 stats["cell_area_error"] = err
@@ -347,7 +355,7 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                 # no lower than needed to land 10x below tol (the last step needs no exact solve)
                 eta = min(0.1, max(0.1 * err, 0.1 * tol / err))
                 rhs = -g
-                d, exact = solver.solve(H, A, P, rhs, eta * (np.abs(g) + eta * err * nu), last=err * err < tol)
+                d, exact = solver.solve(H, A, P, rhs, eta * (np.abs(g) + eta * err * scale), last=err * err < tol)
             t = 1.0
             while True:
                 wt = w + t * d
@@ -401,9 +409,9 @@ def _square_boundary(mesh: Mesh, corners=None):
     else:
         where = {int(v): k for k, v in enumerate(loop)}
         pos = [where[int(c)] for c in corners]
-        pos = [(p - pos[0]) % len(loop) for p in pos]
-    loop = np.roll(loop, -pos[0])
-    pos = [p - pos[0] for p in pos]
+    first = pos[0]
+    loop = np.roll(loop, -first)
+    pos = [(p - first) % len(loop) for p in pos]
     seg = np.linalg.norm(V[np.roll(loop, -1)] - V[loop], axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
     uv = np.empty((len(loop), 2))
@@ -490,6 +498,62 @@ def _monotone(t: np.ndarray, mass: np.ndarray, gap: float) -> tuple[np.ndarray, 
     return t, fixes
 
 
+def _start_sites(uv, F, adjacency, sides, nu):
+    """The sites of the transport: ``uv`` (the start map) with its boundary vertices exactly on
+    their sides in strictly increasing order and its folds (faces of signed area <= 0, e.g.
+    duplicate vertices) repaired, so that the faces triangulate the square and edge flips from
+    them reach the Delaunay triangulation, in which no site is hidden.
+
+    Returns ``(P, info, D, crowded)``: the sites (n, 2), a dict saying what was done, their
+    Delaunay :class:`PowerDiagram` (zero weights), and the number
+    of sites whose Delaunay cell is below ``_CROWDED`` times their mass (empty, or crowded beyond
+    what the weights can resolve in floating point; the caller then uses :func:`_floater_sites`).
+    """
+    P = np.clip(np.asarray(uv, dtype=np.float64), 0.0, 1.0)
+    info = {"boundary_reorders": 0, "folds_repaired": 0, "fold_repair_moved": 0, "sites": "init"}
+    gap = 1e-3 / max(sum(len(s) - 1 for s in sides), 1)
+    for k, side in enumerate(sides):  # boundary sites exactly on their side, in order
+        P[side, 1 - k % 2] = 0.0 if k in (0, 3) else 1.0
+        t = P[side, k % 2] if k < 2 else 1.0 - P[side, k % 2]
+        t[0], t[-1] = 0.0, 1.0
+        if (np.diff(t) <= 0).any():
+            t, fixes = _monotone(t, nu[side], gap)
+            info["boundary_reorders"] += fixes
+            P[side, k % 2] = t if k < 2 else 1.0 - t
+    if (_k.signed_areas(P, F) <= 0).any():
+        info["folds_repaired"], info["fold_repair_moved"] = _repair_folds(P, F, _on_sides(sides, len(P)))
+        info["sites"] = "init, folds repaired"
+    D = PowerDiagram(P, np.zeros(len(P)), (F, adjacency))
+    return P, info, D, int((D.areas <= _CROWDED * nu).sum())
+
+
+def _on_sides(sides, n):
+    fixed = np.zeros(n, dtype=bool)
+    for side in sides:
+        fixed[side] = True
+    return fixed
+
+
+def _floater_sites(V, F, sides):
+    """Sites from Floater's map with mean-value weights of the 3D mesh: same corners, sides by 3D
+    arc length; bijective, and far less crowded than a conformal map."""
+    P = np.zeros((len(V), 2))
+    for k, side in enumerate(sides):  # the boundary by 3D arc length on each side
+        arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(V[side], axis=0), axis=1))])
+        P[side] = _SQUARE[k] + (arc / arc[-1])[:, None] * (_SQUARE[(k + 1) % 4] - _SQUARE[k])
+    fixed = _on_sides(sides, len(V))
+    W = _mean_value_weights(V, F)
+    fi = np.flatnonzero(~fixed)
+    Wf = W[fi]
+    L = (sp.diags(np.asarray(Wf.sum(axis=1)).ravel()) - Wf[:, fi]).tocsc()
+    rhs = Wf[:, fixed] @ P[fixed]
+    solve = spla.factorized(L)
+    P[fi] = np.column_stack([solve(rhs[:, 0]), solve(rhs[:, 1])])
+    if (_k.signed_areas(P, F) <= 0).any():  # rounding only (positive weights, convex boundary)
+        _repair_folds(P, F, fixed)
+    return P
+
+
 def _place_boundary(uv, D, sides, nu):
     """Corners exactly on the square's corners; side vertices on their side at the midpoint of
     their cell's intersection with it (the centroid's projection when the cell misses the side),
@@ -530,7 +594,7 @@ def _side_chords(F: np.ndarray, sides) -> list[tuple[int, int, int]]:
 
 
 def _mean_value_weights(uv, F):
-    """Floater's mean-value weights of the planar positions ``uv`` (a sparse (n, n) matrix, row
+    """Floater's mean-value weights of the positions ``uv`` (n, 2 or 3) (a sparse (n, n) matrix, row
     ``i``: ``(tan(a/2) + tan(b/2)) / |uv_j - uv_i|`` over the two face angles at ``i`` beside edge
     ``ij``), with unsigned angles so that they are positive even where faces fold. Where the
     1-ring of ``i`` is not folded they reproduce ``uv_i`` as the weighted mean of its neighbours,
@@ -542,10 +606,13 @@ def _mean_value_weights(uv, F):
         i, j, k = F[:, c], F[:, (c + 1) % 3], F[:, (c + 2) % 3]
         e1 = uv[j] - uv[i]
         e2 = uv[k] - uv[i]
-        l1 = np.maximum(np.hypot(e1[:, 0], e1[:, 1]), 1e-15 * scale)
-        l2 = np.maximum(np.hypot(e2[:, 0], e2[:, 1]), 1e-15 * scale)
-        cross = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
-        dot = e1[:, 0] * e2[:, 0] + e1[:, 1] * e2[:, 1]
+        l1 = np.maximum(np.sqrt(np.einsum("ij,ij->i", e1, e1)), 1e-15 * scale)
+        l2 = np.maximum(np.sqrt(np.einsum("ij,ij->i", e2, e2)), 1e-15 * scale)
+        if uv.shape[1] == 2:
+            cross = np.abs(e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0])
+        else:
+            cross = np.linalg.norm(np.cross(e1, e2), axis=1)
+        dot = np.einsum("ij,ij->i", e1, e2)
         # tan(angle / 2) = |e1 x e2| / (|e1||e2| + e1.e2), capped where the angle reaches pi
         tan_half = np.minimum(cross / np.maximum(l1 * l2 + dot, 1e-12 * l1 * l2), 1e6)
         tan_half = np.maximum(tan_half, 1e-12)  # folded flat: still a positive weight
@@ -693,7 +760,8 @@ def area_preserving_map(
         A bijective map of ``mesh`` onto the unit square with its 4 corners; default
         ``surfmap.conformal_map(mesh)``.
     tol : float
-        Stop Newton when the largest relative cell-area error ``|area_i - nu_i| / nu_i`` is below it.
+        Stop Newton when the largest relative cell-area error ``|area_i - nu_i| / nu_i`` is below it
+        (for cells below a thousandth of the mean area: relative to that thousandth).
     max_iter : int
         Newton iterations at most.
     area_tol : float
@@ -774,16 +842,27 @@ def area_preserving_map(
             f"neighbours along it (first: vertices {a} and {b} on side {k}); no bijective map onto the square "
             "has such an edge. Cut the mesh with surfmap.cut (which splits chords) or choose other corners"
         )
-    P = np.clip(init.uv, 0.0, 1.0)
-    for k, side in enumerate(sides):  # boundary sites exactly on their side
-        P[side, 1 - k % 2] = 0.0 if k in (0, 3) else 1.0
-    stats = {}
-    # the input faces triangulate the square when the start map has no fold: flip them to the
-    # Delaunay triangulation of the sites (cheaper than a convex hull); otherwise a convex hull
-    start = (F, adjacency) if (_k.signed_areas(P, F) > 0).all() else None
+    P, start_info, D, crowded = _start_sites(init.uv, F, adjacency, sides, nu)
+    stats = {"start": start_info}
     for key in ("newton_iterations", "halvings", "factorizations", "cg_iterations"):
         stats[key] = 0
-    _w, D = _damped_newton(P, nu, np.zeros(n), start, tol, max_iter, None, stats)
+    if crowded:
+        log.warning(
+            "transport: %d sites of the start map have an empty or vanishing cell (crowded below floating-point "
+            "precision); starting from Floater's mean-value map instead", crowded)
+        P = _floater_sites(mesh.vertices, F, sides)
+        start_info["sites"] = f"Floater mean-value map ({crowded} crowded sites in the start map)"
+        D = (F, adjacency)
+    try:
+        _w, D = _damped_newton(P, nu, np.zeros(n), D, tol, max_iter, None, stats)
+    except ConvergenceError as e:
+        if crowded:
+            raise
+        # the start map's sites may still be too crowded for Newton; Floater's map is not
+        log.warning("transport: %s; starting again from Floater's mean-value map", e)
+        P = _floater_sites(mesh.vertices, F, sides)
+        start_info["sites"] = f"Floater mean-value map (from the start map: {e})"
+        _w, D = _damped_newton(P, nu, np.zeros(n), (F, adjacency), tol, max_iter, None, stats)
     timings["transport"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

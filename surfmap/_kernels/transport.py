@@ -123,20 +123,22 @@ def power_cells(P, w, ptr, idx, hidden):
         cen[i, 1] = P[i, 1]
         if hidden[i]:
             continue
+        # in coordinates centred at the site: the half-plane offsets of close neighbours keep
+        # their relative precision (absolute coordinates lose it for cells of area ~1e-9)
         pix, piy = P[i, 0], P[i, 1]
-        pn = pix * pix + piy * piy
-        ax_[0], ay_[0], al[0] = 0.0, 0.0, -1
-        ax_[1], ay_[1], al[1] = 1.0, 0.0, -2
-        ax_[2], ay_[2], al[2] = 1.0, 1.0, -3
-        ax_[3], ay_[3], al[3] = 0.0, 1.0, -4
+        ax_[0], ay_[0], al[0] = -pix, -piy, -1
+        ax_[1], ay_[1], al[1] = 1.0 - pix, -piy, -2
+        ax_[2], ay_[2], al[2] = 1.0 - pix, 1.0 - piy, -3
+        ax_[3], ay_[3], al[3] = -pix, 1.0 - piy, -4
         cnt = 4
         flip = False
         for k in range(ptr[i], ptr[i + 1]):
             j = idx[k]
-            pjx, pjy = P[j, 0], P[j, 1]
-            a_x = 2.0 * (pjx - pix)
-            a_y = 2.0 * (pjy - piy)
-            b = (pjx * pjx + pjy * pjy) - pn - (w[j] - w[i])
+            dx = P[j, 0] - pix
+            dy = P[j, 1] - piy
+            a_x = 2.0 * dx
+            a_y = 2.0 * dy
+            b = dx * dx + dy * dy - (w[j] - w[i])
             if flip:
                 cnt = _clip(bx_, by_, bl, cnt, a_x, a_y, b, k - ptr[i], ax_, ay_, al)
             else:
@@ -151,14 +153,14 @@ def power_cells(P, w, ptr, idx, hidden):
             px, py, lab = bx_, by_, bl
         else:
             px, py, lab = ax_, ay_, al
-        # shoelace area and centroid, relative to the site for accuracy
+        # shoelace area and centroid, relative to the site
         A2 = 0.0
         cx = 0.0
         cy = 0.0
         for k in range(cnt):
             k1 = k + 1 if k + 1 < cnt else 0
-            x0, y0 = px[k] - pix, py[k] - piy
-            x1, y1 = px[k1] - pix, py[k1] - piy
+            x0, y0 = px[k], py[k]
+            x1, y1 = px[k1], py[k1]
             cr = x0 * y1 - x1 * y0
             A2 += cr
             cx += (x0 + x1) * cr
@@ -174,9 +176,9 @@ def power_cells(P, w, ptr, idx, hidden):
                 if length > 0.0:
                     side_len[i, s] += length
                     if s == 0 or s == 2:
-                        side_mid[i, s] = 0.5 * (px[k] + px[k1])
+                        side_mid[i, s] = pix + 0.5 * (px[k] + px[k1])
                     else:
-                        side_mid[i, s] = 0.5 * (py[k] + py[k1])
+                        side_mid[i, s] = piy + 0.5 * (py[k] + py[k1])
         if A2 <= 0.0:
             continue
         area[i] = 0.5 * A2

@@ -336,3 +336,99 @@ def test_solve_transport_start_triangulation_matches_convex_hull():
     assert max(s1["cell_area_error"], s2["cell_area_error"]) < 1e-10
     np.testing.assert_allclose(D2.areas, D1.areas, rtol=1e-9)
     np.testing.assert_allclose(D2.centroids, D1.centroids, atol=1e-9)
+
+
+def test_area_preserving_map_duplicate_sites_repaired():
+    # a 3x3 block of the start map collapsed onto one point: duplicate sites, degenerate faces
+    mesh = grid_mesh(12)
+    init = _harmonic_square_map(mesh)
+    uv = init.uv.copy()
+    block = [j * 13 + i for j in range(4, 7) for i in range(4, 7)]
+    uv[block] = uv[block].mean(axis=0)
+    fm = area_preserving_map(mesh, surfmap.FlatMap(uv, init.faces, init.vertex_map, init.corners))
+    check_map(fm, mesh)
+    assert fm.info["start"]["sites"] == "init, folds repaired"
+    assert fm.info["start"]["folds_repaired"] >= 8
+
+
+def test_area_preserving_map_crowded_start_never_hides_sites(caplog):
+    # a bijective start map crowding columns exponentially towards x = 0 (gaps down to 1e-16):
+    # the cells of the first columns vanish in floating point (the old start: "63 sites have an
+    # empty starting cell"); the start falls back to Floater's map, still a bijective result
+    mesh = grid_mesh(12)
+    init = _harmonic_square_map(mesh)
+    x = mesh.vertices[:, 0]
+    uv = np.column_stack([np.where(x > 0, np.exp(40 * (x - 1)), 0.0), mesh.vertices[:, 1]])
+    crowded = surfmap.FlatMap(uv, init.faces, init.vertex_map, init.corners)
+    assert (crowded.signed_areas() > 0).all()
+    assert power_diagram(np.clip(uv, 0, 1)).areas.min() < 1e-16
+    fm = area_preserving_map(mesh, crowded)
+    check_map(fm, mesh)
+    assert fm.info["start"]["sites"].startswith("Floater mean-value map (")
+    assert "crowded below floating-point precision" in caplog.text
+
+
+def test_area_preserving_map_chord_on_one_side_raises():
+    # the first grid cell's diagonal joins vertices 1 and 5; with vertex 0 not a corner, both lie
+    # on the left-bottom side (10, 5, 0, 1) of the square: no bijective map exists
+    mesh = grid_mesh(4)
+    F = mesh.faces.copy()
+    F[0], F[1] = [0, 1, 5], [1, 6, 5]
+    mesh = Mesh(mesh.vertices, F)
+    init = _harmonic_square_map(mesh, corners=[1, 14, 23, 10])
+    with pytest.raises(MeshError, match="join two vertices of one side"):
+        area_preserving_map(mesh, init)
+
+
+def test_repair_folds_keeps_tiny_positive_faces_and_fixes_flips_locally():
+    from surfmap.transport import _repair_folds
+
+    mesh = grid_mesh(20)
+    uv = mesh.vertices[:, :2].copy()
+    F = mesh.faces
+    fixed = (uv == 0).any(axis=1) | (uv == 1).any(axis=1)
+    # squeeze one interior vertex almost onto an edge of its ring: tiny, positive areas
+    a = surfmap.FlatMap(uv, F, np.arange(len(uv)), [0, 20, 440, 420]).signed_areas()
+    v = 10 * 21 + 10
+    tiny = uv.copy()
+    tiny[v] = [0.5 - 0.05 + 1e-13, 0.5]  # 1e-13 from the ring's left edge (x = 0.45)
+    before = tiny.copy()
+    assert _repair_folds(tiny, F, fixed) == (0, 0)
+    np.testing.assert_array_equal(tiny, before)
+    # push it across its ring: flipped faces, repaired by moving a few vertices only
+    bad = uv.copy()
+    bad[v] = [0.42, 0.5]
+    n_bad, moved = _repair_folds(bad, F, fixed)
+    assert n_bad > 0 and 0 < moved <= 30
+    new = surfmap.FlatMap(bad, F, np.arange(len(uv)), [0, 20, 440, 420]).signed_areas()
+    assert (new > 0).all() and a.min() > 0
+    far = np.linalg.norm(uv - uv[v], axis=1) > 0.3
+    np.testing.assert_allclose(bad[far], uv[far], atol=1e-12)
+
+
+def test_area_sweeps_keep_side_order_with_folds():
+    from surfmap._kernels.transport import area_sweeps, vertex_faces
+
+    mesh = grid_mesh(8)
+    F = mesh.faces
+    uv = mesh.vertices[:, :2].copy()
+    n = len(uv)
+    bottom = np.arange(9)
+    kind = np.zeros(n, dtype=np.int64)
+    kind[(uv == 0).any(axis=1) | (uv == 1).any(axis=1)] = 2
+    kind[bottom[1:-1]] = 1
+    dirs = np.zeros((n, 2))
+    dirs[bottom] = [1.0, 0.0]
+    bprev = np.zeros(n, dtype=np.int64)
+    bnext = np.zeros(n, dtype=np.int64)
+    bprev[bottom[1:-1]], bnext[bottom[1:-1]] = bottom[:-2], bottom[2:]
+    # faces left of x = 0.5 want 50x their area, those right 1/50: bottom vertices run right
+    c = uv[F].mean(axis=1)[:, 0]
+    target = np.where(c < 0.5, 50.0, 0.02) * face_areas(mesh.vertices, F)
+    target /= target.sum()
+    uv[9 + 4] = [0.3, -0.1]  # a fold across the bottom side: the fold-free guard is off there
+    ptr, idx = vertex_faces(F, n)
+    area_sweeps(uv, F, target, ptr, idx, kind, dirs, bprev, bnext, 1e-3, 30, 1.0)
+    # (without the side-order guard, vertices 3 and 4 end at x = 0.13 and 0.05, behind vertex 2)
+    assert (np.diff(uv[bottom, 0]) > 0).all()
+    assert np.abs(uv[bottom, 0] - np.arange(9) / 8).max() > 0.1  # they did move
