@@ -40,6 +40,10 @@ _API = {
     "Distortion": "distortion",
     "Rasterizer": "raster",
     "rasterize": "raster",
+    "Resampler": "resample",
+    "project_unproject": "resample",
+    "to_template": "resample",
+    "load_standard_sphere": "templates",
 }
 
 __all__ = sorted(_API) + ["__version__"]
