@@ -30,6 +30,7 @@ _API = {
     "read_mask": "io",
     "write_surface": "io",
     "write_metric": "io",
+    "write_label": "io",
     "load_template": "templates",
     "Hemisphere": "templates",
     "FlatMap": "flatmap",

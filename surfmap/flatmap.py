@@ -142,6 +142,12 @@ class FlatMap:
         _check_loaded(fm, path)
         return fm
 
+    def to_gifti(self, path, hemi: str | None = None, n_vertices: int | None = None) -> Path:
+        """Write the map as a Workbench flat surface of the original mesh (:func:`surfmap.io.write_flat_surface`)."""
+        from .io import write_flat_surface
+
+        return write_flat_surface(self, path, hemi=hemi, n_vertices=n_vertices)
+
     def __repr__(self) -> str:
         return f"FlatMap({self.n_vertices} vertices, {len(self.faces)} faces, method={self.info.get('method')!r})"
 
