@@ -127,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "{hemi}); default fslr32k for HCP")
     b.add_argument("--template-surface", help="template mode: surface of the template to flatten (a name such "
                                               "as midthickness, or a file with the template's vertex count)")
+    b.add_argument("--resample", choices=["fslr32k", "fsaverage5"],
+                   help="FreeSurfer: put every subject on this mesh first (through surf/?h.sphere.reg, as HCP's "
+                        "PostFreeSurfer does), then rasterize with the template's one map, so that every pixel "
+                        "is the same cortex in every subject; the resampled surfaces and metrics are written "
+                        "as GIFTI in the HCP layout (OUT/<subject>/MNINonLinear/fsaverage_LR32k/)")
+    b.add_argument("--resample-method", default="adaptive", choices=["adaptive", "barycentric"],
+                   help="with --resample: how metrics are resampled (default: %(default)s, Workbench's "
+                        "ADAP_BARY_AREA)")
     b.add_argument("--subjects", nargs="+", help="only these subjects")
     b.add_argument("--method", default="area", choices=["area", "conformal"])
     b.add_argument("--size", type=int, default=224)
@@ -245,11 +253,29 @@ def cmd_batch(args) -> int:
         raise ParameterError(f"--jobs: expected a positive number of worker processes; found {args.jobs}")
     layout = batch.detect_layout(args.source) if args.layout == "auto" else args.layout
     common = {"method": args.method, "size": args.size, "sampling": args.sampling, "nan_policy": args.nan_policy}
-    mode = args.mode or ("template" if layout == "hcp" or (layout == "table" and args.template) else "native")
-    if layout == "freesurfer":
+    mode = args.mode or ("template" if layout == "hcp" or (layout == "table" and args.template)
+                         or args.resample else "native")
+    if args.resample and layout != "freesurfer":
+        raise ParameterError(f"--resample: expected a FreeSurfer SUBJECTS_DIR (subjects with surf/?h.sphere.reg); "
+                             f"found a {layout} layout. HCP folders are on fs_LR 32k already: drop --resample")
+    if args.resample:
+        if mode != "template" or args.template_surface or args.surface or (
+                args.template and not (args.template.endswith(".npz") or "/" in args.template)):
+            raise ParameterError("--resample: every subject is rasterized with one map of the --resample mesh "
+                                 "(template mode): the template's, or a flatmap.npz given with --template (e.g. "
+                                 "another cohort's OUT/_template/{hemi}/flatmap.npz); --mode native, "
+                                 "--template-surface and --surface do not apply. For native maps of the resampled "
+                                 "surfaces, run surfmap batch OUT --layout hcp --mode native afterwards")
+        jobs = batch.freesurfer_jobs(args.source, args.out, hemis=args.hemi,
+                                     metrics=args.metrics or batch.FREESURFER_METRICS,
+                                     metric_suffix=args.metric_suffix, subjects=args.subjects,
+                                     resample=args.resample, resample_method=args.resample_method,
+                                     template=args.template, **common)
+    elif layout == "freesurfer":
         if mode == "template":
             raise ParameterError("--mode template: expected a table or an HCP folder; found a FreeSurfer "
-                                 "layout, whose subjects have their own meshes. Drop --mode (native), or list "
+                                 "layout, whose subjects have their own meshes. Pass --resample fslr32k (put "
+                                 "every subject on fs_LR 32k first), drop --mode (native), or list "
                                  "fsaverage-resampled metrics in a table with --template fsaverage5")
         jobs = batch.freesurfer_jobs(args.source, args.out, hemis=args.hemi, surface=args.surface or "white",
                                      metrics=args.metrics or batch.FREESURFER_METRICS,

@@ -38,7 +38,7 @@ from .exceptions import InputFileNotFoundError, MeshError, MetricError, Paramete
 from .mesh import Mesh, vertex_areas
 
 __all__ = ["METHODS", "Resampler", "TemplateSubject", "TARGETS", "barycentric_weights", "project_unproject",
-           "to_template"]
+           "resample_subject", "template_paths", "to_template", "write_template_subject"]
 
 logger = logging.getLogger(__name__)
 
@@ -416,6 +416,56 @@ def _target_sphere(target: str, hemi: str, sphere_reg: Mesh) -> tuple[Mesh, Mesh
     return sphere_reg, load_standard_sphere(target, hemi)
 
 
+def resample_subject(sphere_reg, white, pial, metrics: dict, hemi: str, target: str = "fslr32k", *,
+                     method: str = "adaptive", subject: str = "subject") -> TemplateSubject:
+    """One hemisphere's surfaces and metrics onto a standard mesh (the work of :func:`to_template`).
+
+    Parameters
+    ----------
+    sphere_reg, white, pial : Mesh or path
+        The subject's registration sphere (in register with fsaverage) and anatomical surfaces,
+        all of one mesh.
+    metrics : dict of str to (n,) array
+        Maps on that mesh.
+    hemi, target, method
+        As :func:`to_template`.
+    subject : str
+        Recorded in the result and the surfaces' names.
+
+    Returns
+    -------
+    TemplateSubject
+    """
+    from .io import check_metric, normalize_hemi, read_surface
+    from .templates import load_template
+
+    if target not in TARGETS:
+        raise TemplateError(f"'target' should be one of {list(TARGETS)}; {target!r} was provided")
+    if method not in ("adaptive", "barycentric"):
+        raise ParameterError(f"method: expected 'adaptive' or 'barycentric' for metrics; found {method!r}")
+    side = normalize_hemi(hemi, "hemi", ParameterError)
+    reg = _as_sphere(sphere_reg, "sphere_reg")
+    white, pial = (read_surface(m) if not isinstance(m, Mesh) else m for m in (white, pial))
+    n = reg.n_vertices
+    for m in (white, pial):
+        if m.n_vertices != n:
+            raise MeshError(f"{m.name}: expected {n} vertices (as the sphere {reg.name}); found {m.n_vertices}. The "
+                            "files come from different runs or subjects")
+    values = {name: check_metric(x, n, str(name)) for name, x in metrics.items()}
+    mid = Mesh(0.5 * (white.vertices + pial.vertices), white.faces, name="midthickness")
+    reg_t, sphere_t = _target_sphere(target, side, reg)
+    geometry = Resampler(reg_t, sphere_t, "barycentric", nan_policy="ignore")
+    surfaces = {name: Mesh(geometry(m.vertices), sphere_t.faces, name=f"{subject}.{side}.{name}.{target}")
+                for name, m in (("white", white), ("pial", pial), ("midthickness", mid))}
+    R = geometry
+    if method == "adaptive" and values:
+        R = Resampler(reg_t, sphere_t, "adaptive", source_area=mid, target_area=surfaces["midthickness"],
+                      nan_policy="ignore")
+    resampled = {name: R(x) for name, x in values.items()}
+    return TemplateSubject(subject=subject, hemi=side, target=target, surfaces=surfaces, metrics=resampled,
+                           cortex=np.asarray(load_template(target, side).cortex))
+
+
 def to_template(subject_dir, hemi: str, target: str = "fslr32k", *, out=None, metrics=METRICS,
                 method: str = "adaptive") -> TemplateSubject:
     """A FreeSurfer subject's hemisphere on a standard mesh, as HCP's PostFreeSurfer pipeline does.
@@ -446,6 +496,7 @@ def to_template(subject_dir, hemi: str, target: str = "fslr32k", *, out=None, me
     Returns
     -------
     TemplateSubject
+        ``files`` lists what was written.
 
     Raises
     ------
@@ -455,14 +506,15 @@ def to_template(subject_dir, hemi: str, target: str = "fslr32k", *, out=None, me
         Files of different vertex counts, a sphere that is not one.
     TemplateError
         Unknown target; the standard meshes are not installed.
-    """
-    from .io import normalize_hemi, read_metric, read_surface
-    from .templates import load_template
 
-    if target not in TARGETS:
-        raise TemplateError(f"'target' should be one of {list(TARGETS)}; {target!r} was provided")
-    if method not in ("adaptive", "barycentric"):
-        raise ParameterError(f"method: expected 'adaptive' or 'barycentric' for metrics; found {method!r}")
+    Examples
+    --------
+    >>> sub = to_template("$SUBJECTS_DIR/sub-01", "left", out="study/sub-01")   # doctest: +SKIP
+    >>> sub.metrics["thickness"].shape                                           # doctest: +SKIP
+    (32492,)
+    """
+    from .io import normalize_hemi, read_metric
+
     side = normalize_hemi(hemi, "hemi", ParameterError)
     sdir = Path(subject_dir)
     surf = sdir / "surf"
@@ -470,53 +522,42 @@ def to_template(subject_dir, hemi: str, target: str = "fslr32k", *, out=None, me
         raise InputFileNotFoundError(f"{sdir}: no surf/ folder; expected a FreeSurfer subject folder "
                                      "(<SUBJECTS_DIR>/<subject>)")
     h = _FS_PREFIX[side]
-    reg = read_surface(_fs_file(surf, f"{h}.sphere.reg"))
-    white = read_surface(_fs_file(surf, f"{h}.white"))
-    pial = read_surface(_fs_file(surf, f"{h}.pial"))
-    n = reg.n_vertices
-    for m in (white, pial):
-        if m.n_vertices != n:
-            raise MeshError(f"{m.name}: expected {n} vertices (as {reg.name}); found {m.n_vertices}. The files come "
-                            "from different runs or subjects")
-    values = {name: read_metric(_fs_file(surf, f"{h}.{name}"), hemi=side, n_vertices=n) for name in metrics}
-    mid = Mesh(0.5 * (white.vertices + pial.vertices), white.faces, name=f"{h}.midthickness")
-    reg_t, sphere_t = _target_sphere(target, side, reg)
-    geometry = Resampler(reg_t, sphere_t, "barycentric")
-    faces = sphere_t.faces
-    surfaces = {name: Mesh(geometry(m.vertices), faces, name=f"{sdir.name}.{side}.{name}.{target}")
-                for name, m in (("white", white), ("pial", pial), ("midthickness", mid))}
-    if method == "adaptive":
-        R = Resampler(reg_t, sphere_t, "adaptive", source_area=mid, target_area=surfaces["midthickness"])
-    else:
-        R = geometry
-    resampled = {name: R(x) for name, x in values.items()}
-    cortex = load_template(target, side).cortex
-    files = {}
-    if out is not None:
-        files = write_template_subject(out, sdir.name, side, target, surfaces, resampled)
-    return TemplateSubject(subject=sdir.name, hemi=side, target=target, surfaces=surfaces, metrics=resampled,
-                           cortex=np.asarray(cortex), files=files)
+    paths = {name: _fs_file(surf, f"{h}.{name}") for name in ("sphere.reg", "white", "pial")}
+    values = {name: read_metric(_fs_file(surf, f"{h}.{name}"), hemi=side) for name in metrics}
+    sub = resample_subject(paths["sphere.reg"], paths["white"], paths["pial"], values, side, target, method=method,
+                           subject=sdir.name)
+    if out is None:
+        return sub
+    files = write_template_subject(out, sub)
+    return TemplateSubject(**{**sub.__dict__, "files": files})
 
 
 def template_paths(out, subject: str, hemi: str, target: str = "fslr32k") -> dict:
-    """Where :func:`to_template` writes (HCP layout): ``{"white": Path, ..., "thickness": Path, ...}``."""
+    """Where :func:`to_template` writes (HCP layout) a surface or metric ``name``: ``{name: Path}`` for
+    the surfaces; metrics go beside them as ``<subject>.<L|R>.<name>.<tag>.shape.gii``."""
     folder = Path(out) / "MNINonLinear" / _TARGET_FOLDER[target]
     letter = "L" if hemi == "left" else "R"
     tag = _TARGET_TAG[target]
-    paths = {s: folder / f"{subject}.{letter}.{s}.{tag}.surf.gii" for s in SURFACES}
-    return folder, letter, tag, paths
+    return {**{s: folder / f"{subject}.{letter}.{s}.{tag}.surf.gii" for s in SURFACES},
+            "metric": folder / f"{subject}.{letter}.{{name}}.{tag}.shape.gii"}
 
 
-def write_template_subject(out, subject: str, hemi: str, target: str, surfaces: dict, metrics: dict) -> dict:
-    """Write resampled surfaces and metrics as GIFTI in the HCP layout (see :func:`to_template`)."""
+def write_template_subject(out, sub: TemplateSubject) -> dict:
+    """Write a :class:`TemplateSubject` as GIFTI in the HCP layout under ``out`` (see :func:`to_template`).
+
+    Returns
+    -------
+    dict of str to Path
+        Each surface and metric name and the file written.
+    """
     from .io import write_metric, write_surface
 
-    folder, letter, tag, paths = template_paths(out, subject, hemi, target)
-    folder.mkdir(parents=True, exist_ok=True)
+    paths = template_paths(out, sub.subject, sub.hemi, sub.target)
+    paths["white"].parent.mkdir(parents=True, exist_ok=True)
     files = {}
-    for name, mesh in surfaces.items():
-        files[name] = write_surface(mesh, paths[name], hemi=hemi)
-    for name, x in metrics.items():
-        files[name] = write_metric(x, folder / f"{subject}.{letter}.{name}.{tag}.shape.gii", hemi=hemi,
-                                   names=[f"{subject}_{name}"])
+    for name, mesh in sub.surfaces.items():
+        files[name] = write_surface(mesh, paths[name], hemi=sub.hemi, secondary=name)
+    for name, x in sub.metrics.items():
+        files[name] = write_metric(x, str(paths["metric"]).format(name=name), hemi=sub.hemi,
+                                   names=[f"{sub.subject}_{name}"])
     return files
