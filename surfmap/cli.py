@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("flatten", parents=[common], help="flatten one surface, rasterize its metrics",
                        description="Flatten one surface and write flatmap.npz, images.npz (channel names "
-                                   "inside), distortion.json and preview.png in OUT.")
+                                   "inside), distortion.json, preview.png and the map as a Workbench flat surface "
+                                   "of the input mesh (lh.flat.surf.gii / rh.flat.surf.gii, or flat.surf.gii when "
+                                   "the hemisphere is unknown) in OUT.")
     f.add_argument("surface", help="surface file (FreeSurfer geometry, .surf.gii, OBJ/PLY/OFF)")
     f.add_argument("--mask", help="cortex mask (FreeSurfer .label, GIFTI label, 0/1 metric); default: every "
                                   "vertex (the surface must then be a disk)")
@@ -225,8 +227,11 @@ def cmd_flatten(args) -> int:
     R = Rasterizer(fm, size=size, mode=args.sampling, nan_policy=args.nan_policy)
     images = R(values)
     channels = list(values)
+    prefix = {"left": "lh.", "right": "rh."}.get(hemi, "")
     paths = {
         "flatmap": fm.save(out / "flatmap.npz"),
+        # Workbench flat surface of the input mesh: any metric of that mesh opens on it
+        "flat_surface": fm.to_gifti(out / f"{prefix}flat.surf.gii", hemi=hemi, n_vertices=mesh.n_vertices),
         "images": write_npz_atomic(out / "images.npz", images=images, channels=np.array(channels)),
         "distortion": write_json_atomic(distortion_dict(fm, mesh), out / "distortion.json"),
     }
