@@ -17,6 +17,7 @@ subject's images are from the first subject's (percent of each channel's range).
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -111,19 +112,27 @@ def main(argv=None) -> int:
     p.add_argument("-n", "--subjects", type=int, default=4)
     p.add_argument("--target", default="fslr32k", choices=["fslr32k", "fsaverage5"])
     p.add_argument("--jobs", type=int, default=1)
+    p.add_argument("-o", "--out", help="write fs_cohort.json (the numbers printed) in this folder")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "subjects"
         dirs = make_cohort(root, args.subjects)
         names = [d.name for d in dirs]
+        results = {}
         for label, extra in (("native", []), (f"--resample {args.target}", ["--resample", args.target])):
-            out = Path(tmp) / label.replace(" ", "_")
+            out = Path(tmp) / ("native" if label == "native" else "resampled")
             subprocess.run([sys.executable, "-m", "surfmap", "batch", str(root), "-o", str(out), "--hemi", "left",
                             "--no-progress", "--jobs", str(args.jobs), *extra], check=True)
             d = disagreement(out, names)
+            results[label] = [{"subject": s, "channel": c, **v} for (s, c), v in d.items()]
             print(f"{label}: |image - {names[0]}'s| in % of range (p99 / max):")
             for (s, c), v in d.items():
                 print(f"  {s} {c:<10} {v['p99']:7.2f} / {v['max']:7.2f}")
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "fs_cohort.json").write_text(json.dumps(
+            {"synthetic": True, "subjects": args.subjects, "target": args.target, "percent_of_range": results},
+            indent=2) + "\n")
     return 0
 
 

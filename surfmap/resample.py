@@ -92,16 +92,10 @@ def _locate(mesh: Mesh, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     V = _unit(mesh.vertices)
     Q = _unit(np.asarray(points, dtype=np.float64))
-    _, start = cKDTree(V).query(Q)
     ptr, idx = _vertex_faces(mesh.faces, mesh.n_vertices)
-    if np.any(np.diff(ptr) == 0):
-        lonely = int(np.flatnonzero(np.diff(ptr) == 0)[0])
-        # a vertex in no face can be nearest to a query: start from a face of its nearest neighbour instead
-        used = np.flatnonzero(np.diff(ptr) > 0)
-        _, j = cKDTree(V[used]).query(Q[np.diff(ptr)[start] == 0])
-        start = start.copy()
-        start[np.diff(ptr)[start] == 0] = used[j]
-        logger.debug("%s: vertex %d (and maybe others) belongs to no face", mesh.name, lonely)
+    used = np.flatnonzero(np.diff(ptr) > 0)  # the descent starts from a vertex's faces: skip vertices in none
+    _, nearest = cKDTree(V[used]).query(Q)
+    start = used[nearest]
     face = np.empty(len(Q), dtype=np.int64)
     w = np.empty((len(Q), 3), dtype=np.float64)
     steps = _k.locate_on_mesh(V, mesh.faces, ptr, idx, Q, start.astype(np.int64), _MAX_STEPS, face, w)
