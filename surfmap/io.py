@@ -1382,8 +1382,8 @@ def flat_surface(fm, n_vertices: int | None = None) -> Mesh:
                         "surfmap); pass n_vertices= (the vertex count of the surface given to flatten)")
     n = int(n)
     if n <= int(vmap.max()):
-        raise MeshError(f"flat_surface: n_vertices={n}, but the flat map's vertex_map reaches vertex {int(vmap.max())}; "
-                        "pass the vertex count of the surface given to flatten")
+        raise MeshError(f"flat_surface: n_vertices={n}, but the flat map's vertex_map reaches vertex "
+                        f"{int(vmap.max())}; pass the vertex count of the surface given to flatten")
     V = np.zeros((n, 3))
     first = np.unique(vmap, return_index=True)[1]  # an original vertex copied by the cut keeps its first copy
     V[vmap[first], :2] = 100.0 * fm.uv[first]

@@ -141,9 +141,9 @@ def test_barycentric_weights_match_brute_force(spheres):
 
 def test_resampler_same_mesh_is_identity(spheres):
     s = spheres[3]
-    R = Resampler(s, _rotated(s, seed=0) if False else s)
     x = _f(s.vertices)
-    np.testing.assert_allclose(R(x), x, atol=1e-12)
+    for method in ("barycentric", "adaptive", "nearest"):
+        np.testing.assert_allclose(Resampler(s, s, method)(x), x, atol=1e-12)
 
 
 @pytest.mark.parametrize("policy, expect", [("ignore", "finite"), ("propagate", "nan")])
