@@ -152,6 +152,28 @@ def test_batch_resample_failures_are_recorded(tmp_path):
           "--no-progress"])
     rows = {r["subject"]: r for r in _rows(out / "manifest.tsv")}
     assert rows["sub-01"]["status"] == "done" and "resample:sphere.reg" in rows["sub-01"]["message"]
+    # another cohort rasterized with this cohort's map: the same geometry (what a transfer needs)
+    shared = str(out / "_template" / "{hemi}" / "flatmap.npz")
+    other = tmp_path / "other"
+    assert main(["batch", str(root), "-o", str(other), "--hemi", "left", "--resample", "fsaverage5", "--template",
+                 shared, "--subjects", "sub-01", "--no-progress"]) == 0
+    assert not (other / "_template").exists()
+    a, b = (np.load(d / "sub-01" / "left" / "images.npz") for d in (out, other))
+    assert str(a["geometry"]) == str(b["geometry"])
+    np.testing.assert_allclose(a["images"], b["images"], atol=1e-6)
+
+
+def test_batch_resample_refuses_a_map_of_another_mesh(cohort, tmp_path, capsys):
+    from surfmap import FlatMap, flatten, load_template
+
+    h = load_template("fsaverage5", "left")
+    path = flatten(h.mesh, h.cortex, method="conformal").save(tmp_path / "fs5.npz")
+    assert isinstance(FlatMap.load(path), FlatMap)
+    code = main(["batch", str(cohort), "-o", str(tmp_path / "o"), "--hemi", "left", "--resample", "fslr32k",
+                 "--template", str(path)])
+    assert code == 1
+    assert "a flat map of a 10242-vertex mesh; --resample fslr32k needs a map of the fslr32k mesh" in \
+        capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, match", [
