@@ -479,7 +479,8 @@ def to_template(subject_dir, hemi: str, target: str = "fslr32k", *, out=None, me
     out : str or path, optional
         Write GIFTI files in the HCP layout under this folder (the subject's folder of a new
         study): ``<out>/MNINonLinear/fsaverage_LR32k/<subject>.L.<surface>.32k_fs_LR.surf.gii``
-        and ``<subject>.L.<metric>.32k_fs_LR.shape.gii`` (``fsaverage5/...fsaverage5...`` for
+        and ``<subject>.L.<metric>.32k_fs_LR.shape.gii``, and the target's cortex mask as
+        ``<subject>.L.cortex.32k_fs_LR.label.gii`` (``fsaverage5/...fsaverage5...`` for
         fsaverage5), each with its hemisphere's structure, so Workbench opens them and
         ``surfmap batch`` reads them (HCP layout: template or native-32k mode).
     metrics : sequence of str
@@ -544,7 +545,7 @@ def write_template_subject(out, sub: TemplateSubject) -> dict:
     dict of str to Path
         Each surface and metric name and the file written.
     """
-    from .io import write_metric, write_surface
+    from .io import write_label, write_metric, write_surface
 
     paths = template_paths(out, sub.subject, sub.hemi, sub.target)
     paths["white"].parent.mkdir(parents=True, exist_ok=True)
@@ -554,4 +555,7 @@ def write_template_subject(out, sub: TemplateSubject) -> dict:
     for name, x in sub.metrics.items():
         files[name] = write_metric(x, str(paths["metric"]).format(name=name), hemi=sub.hemi,
                                    names=[f"{sub.subject}_{name}"])
+    files["cortex"] = write_label(sub.cortex, str(paths["metric"]).format(name="cortex").replace(".shape.gii",
+                                  ".label.gii"), hemi=sub.hemi, names={0: "MEDIAL_WALL", 1: "CORTEX"},
+                                  map_name=f"{sub.subject}_cortex")
     return files

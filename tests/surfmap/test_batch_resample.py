@@ -67,6 +67,9 @@ def test_to_template_fslr32k_writes_hcp_layout(cohort, tmp_path):
     for name in ("white", "pial", "midthickness"):
         mesh = read_surface(folder / f"sub-01.L.{name}.32k_fs_LR.surf.gii")
         assert mesh.n_vertices == 32492
+    from surfmap import read_mask
+
+    np.testing.assert_array_equal(read_mask(folder / "sub-01.L.cortex.32k_fs_LR.label.gii", 32492), sub.cortex)
     truth = _truth_on_fslr32k()
     for name in ("thickness", "sulc", "curv"):
         x = read_metric(folder / f"sub-01.L.{name}.32k_fs_LR.shape.gii", hemi="left")
