@@ -94,7 +94,7 @@ def _locate(mesh: Mesh, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     Q = _unit(np.asarray(points, dtype=np.float64))
     ptr, idx = _vertex_faces(mesh.faces, mesh.n_vertices)
     used = np.flatnonzero(np.diff(ptr) > 0)  # the descent starts from a vertex's faces: skip vertices in none
-    _, nearest = cKDTree(V[used]).query(Q)
+    _, nearest = cKDTree(V[used]).query(Q, workers=-1)
     start = used[nearest]
     face = np.empty(len(Q), dtype=np.int64)
     w = np.empty((len(Q), 3), dtype=np.float64)
