@@ -527,14 +527,15 @@ def to_template(subject_dir, hemi: str, target: str = "fslr32k", *, out=None, me
     return TemplateSubject(**{**sub.__dict__, "files": files})
 
 
-def template_paths(out, subject: str, hemi: str, target: str = "fslr32k") -> dict:
-    """Where :func:`to_template` writes (HCP layout) a surface or metric ``name``: ``{name: Path}`` for
-    the surfaces; metrics go beside them as ``<subject>.<L|R>.<name>.<tag>.shape.gii``."""
+def template_paths(out, subject: str, hemi: str, target: str = "fslr32k", metrics=()) -> dict:
+    """Where :func:`to_template` writes, in the HCP layout: ``{name: Path}`` for the surfaces, each of
+    ``metrics`` (``.shape.gii``) and ``"cortex"`` (``.label.gii``)."""
     folder = Path(out) / "MNINonLinear" / _TARGET_FOLDER[target]
-    letter = "L" if hemi == "left" else "R"
+    stem = f"{subject}.{'L' if hemi == 'left' else 'R'}"
     tag = _TARGET_TAG[target]
-    return {**{s: folder / f"{subject}.{letter}.{s}.{tag}.surf.gii" for s in SURFACES},
-            "metric": folder / f"{subject}.{letter}.{{name}}.{tag}.shape.gii"}
+    return {**{s: folder / f"{stem}.{s}.{tag}.surf.gii" for s in SURFACES},
+            **{m: folder / f"{stem}.{m}.{tag}.shape.gii" for m in metrics},
+            "cortex": folder / f"{stem}.cortex.{tag}.label.gii"}
 
 
 def write_template_subject(out, sub: TemplateSubject) -> dict:
@@ -543,19 +544,17 @@ def write_template_subject(out, sub: TemplateSubject) -> dict:
     Returns
     -------
     dict of str to Path
-        Each surface and metric name and the file written.
+        Each surface and metric name, and ``"cortex"``, with the file written.
     """
     from .io import write_label, write_metric, write_surface
 
-    paths = template_paths(out, sub.subject, sub.hemi, sub.target)
+    paths = template_paths(out, sub.subject, sub.hemi, sub.target, metrics=tuple(sub.metrics))
     paths["white"].parent.mkdir(parents=True, exist_ok=True)
     files = {}
     for name, mesh in sub.surfaces.items():
         files[name] = write_surface(mesh, paths[name], hemi=sub.hemi, secondary=name)
     for name, x in sub.metrics.items():
-        files[name] = write_metric(x, str(paths["metric"]).format(name=name), hemi=sub.hemi,
-                                   names=[f"{sub.subject}_{name}"])
-    files["cortex"] = write_label(sub.cortex, str(paths["metric"]).format(name="cortex").replace(".shape.gii",
-                                  ".label.gii"), hemi=sub.hemi, names={0: "MEDIAL_WALL", 1: "CORTEX"},
+        files[name] = write_metric(x, paths[name], hemi=sub.hemi, names=[f"{sub.subject}_{name}"])
+    files["cortex"] = write_label(sub.cortex, paths["cortex"], hemi=sub.hemi, names={0: "MEDIAL_WALL", 1: "CORTEX"},
                                   map_name=f"{sub.subject}_cortex")
     return files
