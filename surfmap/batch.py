@@ -384,9 +384,9 @@ def freesurfer_jobs(subjects_dir, out, *, hemis=HEMIS, surface: str = "white", m
 
 
 def _check_resample_map(found: tuple, resample: str, template: str | None) -> None:
-    from .templates import load_template
+    from .resample import TARGET_VERTICES
 
-    n = load_template(resample, "left").n_vertices
+    n = TARGET_VERTICES[resample]
     if found[1] is not None and found[1] != n:
         raise BatchError(f"{template}: a flat map of a {found[1]}-vertex mesh; --resample {resample} needs a map of "
                          f"the {resample} mesh ({n} vertices). Pass that cohort's _template/{{hemi}}/flatmap.npz, "

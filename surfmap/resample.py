@@ -37,8 +37,8 @@ import scipy.sparse as sp
 from .exceptions import InputFileNotFoundError, MeshError, MetricError, ParameterError, TemplateError
 from .mesh import Mesh, vertex_areas
 
-__all__ = ["METHODS", "Resampler", "TemplateSubject", "TARGETS", "barycentric_weights", "project_unproject",
-           "resample_subject", "template_paths", "to_template", "write_template_subject"]
+__all__ = ["METHODS", "Resampler", "TemplateSubject", "TARGETS", "TARGET_VERTICES", "barycentric_weights",
+           "project_unproject", "resample_subject", "template_paths", "to_template", "write_template_subject"]
 
 logger = logging.getLogger(__name__)
 
@@ -355,6 +355,7 @@ def project_unproject(sphere_in, project_to, unproject_from) -> Mesh:
 # a FreeSurfer subject on a standard mesh
 
 TARGETS = ("fslr32k", "fsaverage5")
+TARGET_VERTICES = {"fslr32k": 32492, "fsaverage5": 10242}
 _TARGET_FOLDER = {"fslr32k": "fsaverage_LR32k", "fsaverage5": "fsaverage5"}
 _TARGET_TAG = {"fslr32k": "32k_fs_LR", "fsaverage5": "fsaverage5"}
 _FS_PREFIX = {"left": "lh", "right": "rh"}
