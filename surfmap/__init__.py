@@ -30,6 +30,7 @@ _API = {
     "read_mask": "io",
     "write_surface": "io",
     "write_metric": "io",
+    "write_label": "io",
     "load_template": "templates",
     "Hemisphere": "templates",
     "FlatMap": "flatmap",
@@ -40,6 +41,10 @@ _API = {
     "Distortion": "distortion",
     "Rasterizer": "raster",
     "rasterize": "raster",
+    "Resampler": "resample",
+    "project_unproject": "resample",
+    "to_template": "resample",
+    "load_standard_sphere": "templates",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -4,7 +4,13 @@ Sources
 -------
 - FreeSurfer ``SUBJECTS_DIR`` (:func:`freesurfer_jobs`): ``<subj>/surf/?h.<surface>`` (``white``
   by default), ``<subj>/surf/?h.<metric>`` (``thickness``, ``sulc``, ``curv``) and
-  ``<subj>/label/?h.cortex.label``. Each subject has its own mesh: native mode (one map each).
+  ``<subj>/label/?h.cortex.label``. Each subject has its own mesh: native mode (one map each),
+  whose pixels are a different place of the cortex in every subject. With ``resample="fslr32k"``
+  (or ``"fsaverage5"``) each subject is first put on that mesh through ``surf/?h.sphere.reg``
+  (:func:`surfmap.resample.resample_subject`, as HCP's PostFreeSurfer pipeline does; its
+  surfaces and metrics are written as GIFTI in the HCP layout, ``<out>/<subj>/MNINonLinear/
+  fsaverage_LR32k/``), then rasterized in template mode: one map, and every pixel is the same
+  cortex in every subject.
 - HCP (:func:`hcp_jobs`): ``<subj>/MNINonLinear/fsaverage_LR32k/<subj>.?.<surface>.32k_fs_LR.surf.gii``
   and the CIFTI files ``<subj>.<metric>[_MSMAll].32k_fs_LR.dscalar.nii`` (``thickness``, ``sulc``,
   ``curvature``, ``MyelinMap_BC``). Every subject shares the fs_LR 32k mesh, so the default is
@@ -17,7 +23,9 @@ Outputs, under ``out``: ``<subject>/<hemi>/images.npz`` (``images`` (C, size, si
 ``channels``), ``flatmap.npz`` and ``distortion.json`` (native mode; template mode writes them
 once in ``_template/<hemi>/``), ``status.json`` (written last: the job is finished); then
 ``manifest.tsv`` (one row per subject and hemisphere: status, paths, channels) and
-``failures.tsv`` (subject, hemi, error type and message). A failed subject does not stop the
+``failures.tsv`` (subject, hemi, error type and message). Flat maps are also written as Workbench
+flat surfaces of the original mesh (``lh.flat.surf.gii`` / ``rh.flat.surf.gii``, beside each
+``flatmap.npz``), on which any metric of that mesh opens in Workbench. A failed subject does not stop the
 batch. Every file is written under a temporary name and renamed, so a crash leaves no partial
 output (stale temporary files of a killed run are removed by the next one).
 
@@ -124,6 +132,10 @@ class Job:
         Flattening method, image size, :class:`~surfmap.Rasterizer` mode and NaN policy.
     problem : str or None
         A problem found while listing the cohort (a missing file): the job fails with it.
+    resample : str or None
+        Put the subject on this standard mesh first (``"fslr32k"``, ``"fsaverage5"``), with
+        ``resample_method`` for the metrics, from ``resample_surfaces``: ``(("sphere.reg", path),
+        ("white", path), ("pial", path))``. Template mode (``template_map``) then applies.
     extra : dict
         More settings (JSON values) recorded in ``status.json`` and compared on re-run, for
         steps added to the job (e.g. resampling).
@@ -148,6 +160,9 @@ class Job:
     sampling: str = "barycentric"
     nan_policy: str = "raise"
     problem: str | None = None
+    resample: str | None = None
+    resample_method: str = "adaptive"
+    resample_surfaces: tuple = ()
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -301,36 +316,81 @@ def _subject_dirs(root: Path, marker: str, subjects, what: str) -> list[Path]:
     return found
 
 
+RESAMPLE_TARGETS = ("fslr32k", "fsaverage5")
+
+
 def freesurfer_jobs(subjects_dir, out, *, hemis=HEMIS, surface: str = "white", metrics=FREESURFER_METRICS,
                     metric_suffix: str = "", mask: str = "cortex", subjects=None, method: str = "area",
-                    size: int = 224, sampling: str = "barycentric", nan_policy: str = "raise") -> list[Job]:
-    """Jobs for a FreeSurfer ``SUBJECTS_DIR`` (native mode: each subject's own mesh and map).
+                    size: int = 224, sampling: str = "barycentric", nan_policy: str = "raise",
+                    resample: str | None = None, resample_method: str = "adaptive",
+                    template: str | None = None) -> list[Job]:
+    """Jobs for a FreeSurfer ``SUBJECTS_DIR``: native mode, or a standard mesh with ``resample``.
 
     Subjects are the folders holding ``surf/`` (``fsaverage*`` left out unless named in
     ``subjects``). ``metric_suffix`` is appended to metric file names (e.g.
     ``".fwhm10.fsaverage5.mgh"`` for ``-qcache`` outputs). A missing file makes that job fail
     with its name, not the listing.
 
+    Parameters
+    ----------
+    resample : {"fslr32k", "fsaverage5"}, optional
+        Put each subject on this mesh first through ``surf/?h.sphere.reg`` (and ``?h.white``,
+        ``?h.pial`` for the midthickness areas), then rasterize with the template's map
+        (flattened once in ``out/_template/<hemi>/``) and its cortex mask: pixels correspond
+        across subjects. ``surface`` and ``mask`` are not used; ``metric_suffix`` should name
+        native-mesh files.
+    resample_method : {"adaptive", "barycentric"}
+        How metrics are resampled (surfaces always barycentric).
+    template : str, optional
+        With ``resample``: a flat map file of that mesh to use instead of flattening the template
+        (``{hemi}`` is replaced), e.g. another cohort's ``_template/{hemi}/flatmap.npz``, so
+        that both cohorts' images share one map (needed to transfer a network between them).
+
     Returns
     -------
     list of Job
         One per subject and hemisphere, sorted.
     """
+    if resample is not None and resample not in RESAMPLE_TARGETS:
+        raise BatchError(f"resample: expected one of {list(RESAMPLE_TARGETS)}; found {resample!r}")
+    if resample_method not in ("adaptive", "barycentric"):
+        raise BatchError(f"resample_method: expected 'adaptive' or 'barycentric'; found {resample_method!r}")
     root = Path(subjects_dir)
+    hemis = _hemis(hemis)
+    maps = {}
     jobs = []
     for sdir in _subject_dirs(root, "surf", subjects, "FreeSurfer SUBJECTS_DIR"):
-        for hemi in _hemis(hemis):
+        for hemi in hemis:
             h = _FS_PREFIX[hemi]
+            mets = tuple((m, str(sdir / "surf" / f"{h}.{m}{metric_suffix}")) for m in metrics)
+            common = {"subject": sdir.name, "hemi": hemi, "out_dir": str(Path(out) / sdir.name / hemi),
+                      "metrics": mets, "method": method, "size": size, "sampling": sampling,
+                      "nan_policy": nan_policy}
+            if resample is not None:
+                if hemi not in maps:
+                    maps[hemi] = prepare_template(out, hemi, template or resample, method=method)
+                    _check_resample_map(maps[hemi], resample, template)
+                surfs = tuple((n, str(sdir / "surf" / f"{h}.{n}")) for n in ("sphere.reg", "white", "pial"))
+                missing = [p for p in [*(p for _, p in surfs), *(p for _, p in mets)] if not Path(p).exists()]
+                jobs.append(Job(**common, template_map=str(maps[hemi][0]), n_vertices=maps[hemi][1],
+                                resample=resample, resample_method=resample_method, resample_surfaces=surfs,
+                                problem=_missing(missing)))
+                continue
             surf = sdir / "surf" / f"{h}.{surface}"
             lab = sdir / "label" / f"{h}.{mask}.label"
-            mets = tuple((m, str(sdir / "surf" / f"{h}.{m}{metric_suffix}")) for m in metrics)
             missing = [str(p) for p in [surf, lab, *(Path(p) for _, p in mets)] if not Path(p).exists()]
-            jobs.append(Job(
-                subject=sdir.name, hemi=hemi, out_dir=str(Path(out) / sdir.name / hemi), metrics=mets,
-                surface=str(surf), mask=str(lab), method=method, size=size, sampling=sampling,
-                nan_policy=nan_policy, problem=_missing(missing),
-            ))
+            jobs.append(Job(**common, surface=str(surf), mask=str(lab), problem=_missing(missing)))
     return jobs
+
+
+def _check_resample_map(found: tuple, resample: str, template: str | None) -> None:
+    from .resample import TARGET_VERTICES
+
+    n = TARGET_VERTICES[resample]
+    if found[1] is not None and found[1] != n:
+        raise BatchError(f"{template}: a flat map of a {found[1]}-vertex mesh; --resample {resample} needs a map of "
+                         f"the {resample} mesh ({n} vertices). Pass that cohort's _template/{{hemi}}/flatmap.npz, "
+                         "or drop --template")
 
 
 def _missing(paths) -> str | None:
@@ -390,6 +450,9 @@ def hcp_jobs(root, out, *, hemis=HEMIS, metrics=HCP_METRICS, mode: str = "templa
             for m in metrics:
                 stems = _HCP_STEMS.get(m, (m,))
                 p = _hcp_file(folder, s, stems, "dscalar.nii", prefer_msmall)
+                if p is None:  # one hemisphere's GIFTI (PostFreeSurfer's, or surfmap.to_template's)
+                    letter = _HCP_LETTER[hemi]
+                    p = _hcp_file(folder, s, tuple(f"{letter}.{stem}" for stem in stems), "shape.gii", prefer_msmall)
                 if p is None:
                     tried = " or ".join(f"{s}.{stem}[_MSMAll].32k_fs_LR.dscalar.nii" for stem in stems)
                     missing.append(f"{folder}/{tried} ({m})")
@@ -611,6 +674,7 @@ def _prepare_template(out: Path, hemi: str, template: str, method: str, surface)
     t0 = time.perf_counter()
     fm = flatten(mesh, tpl.cortex, method=method)
     fm.save(fm_path)
+    fm.to_gifti(folder / f"{_FS_PREFIX[hemi]}.flat.surf.gii", hemi=hemi, n_vertices=mesh.n_vertices)
     write_json_atomic(distortion_dict(fm, mesh), folder / "distortion.json")
     write_json_atomic({"settings": settings, "n_vertices": tpl.n_vertices,
                        "seconds": round(time.perf_counter() - t0, 3)}, done)  # last: the map is final
@@ -677,6 +741,7 @@ def job_settings(job: Job) -> dict:
     """
     inputs = {f"metric:{name}": _file_identity(path) for name, path in job.metrics}
     inputs.update(surface=_file_identity(job.surface), mask=_file_identity(job.mask))
+    inputs.update({f"resample:{name}": _file_identity(path) for name, path in job.resample_surfaces})
     settings = {
         "mode": "template" if job.template_map else "native",
         "method": job.method, "size": int(job.size), "sampling": job.sampling, "nan_policy": job.nan_policy,
@@ -684,6 +749,8 @@ def job_settings(job: Job) -> dict:
         "mask_template": job.mask_template,
         "inputs": {k: v for k, v in inputs.items() if v is not None},
     }
+    if job.resample:
+        settings["resample"] = {"target": job.resample, "method": job.resample_method}
     if job.template_map:
         try:
             settings["template_map"] = {"path": str(job.template_map), "sha1": _file_sha1(job.template_map)}
@@ -712,6 +779,7 @@ def _describe_change(old: dict, new: dict) -> str:
 def _output_sizes(out: Path, rec: dict) -> dict:
     root = out.parent.parent
     files = [rec["images"]] + ([rec["flatmap"], rec["distortion"]] if rec.get("mode") == "native" else [])
+    files += list(rec.get("resampled", ()))
     return {f: (root / f).stat().st_size for f in files if f}
 
 
@@ -803,6 +871,7 @@ def _process(job: Job, out: Path) -> dict:
     if job.problem:
         raise InputFileNotFoundError(job.problem)
     rec = {"method": job.method, "size": job.size, "sampling": job.sampling}
+    values = None
     if job.template_map:
         fm, R = _template_rasterizer(job)
         n = job.n_vertices if job.n_vertices is not None else fm.info.get("n_original")
@@ -810,6 +879,9 @@ def _process(job: Job, out: Path) -> dict:
         rec.update(flatmap=os.path.relpath(job.template_map, out.parent.parent),
                    distortion=os.path.relpath(dist, out.parent.parent) if dist.exists() else "",
                    mode="template")
+        if job.resample:
+            values, files = _resample_job(job, out)
+            rec["resampled"] = [os.path.relpath(p, out.parent.parent) for p in files.values()]
     else:
         from .flatmap import flatten
         from .raster import Rasterizer
@@ -838,22 +910,52 @@ def _process(job: Job, out: Path) -> dict:
         fm = flatten(mesh, keep, method=job.method)
         R = Rasterizer(fm, size=job.size, mode=job.sampling, nan_policy=job.nan_policy)
         fm.save(out / "flatmap.npz")
+        fm.to_gifti(out / f"{_FS_PREFIX[job.hemi]}.flat.surf.gii", hemi=job.hemi, n_vertices=n)
         write_json_atomic(distortion_dict(fm, mesh), out / "distortion.json")
         rel = out.relative_to(out.parent.parent)
         rec.update(flatmap=str(rel / "flatmap.npz"), distortion=str(rel / "distortion.json"), mode="native")
-    values = {}
-    for name, path in job.metrics:
-        values[name] = read_metric(path, hemi=job.hemi, n_vertices=n)
+    if values is None:
+        values = {name: read_metric(path, hemi=job.hemi, n_vertices=n) for name, path in job.metrics}
     try:
         images = R(values)
     except SurfmapError as err:
         raise type(err)(f"{job.subject} {job.hemi}: {err}") from None
     channels = list(values)
     write_npz_atomic(out / "images.npz", images=images, channels=np.array(channels),
-                     subject=np.array(job.subject), hemi=np.array(job.hemi))
+                     subject=np.array(job.subject), hemi=np.array(job.hemi), geometry=np.array(image_geometry(fm, job)))
     rec.update(images=str(out.relative_to(out.parent.parent) / "images.npz"), channels=channels,
                n_vertices=int(fm.n_vertices))
     return rec
+
+
+def image_geometry(fm, job: Job) -> str:
+    """What the pixels of a job's images mean, stored as ``geometry`` in ``images.npz``.
+
+    ``"template:<sha1 of the map>"`` when every subject shares the map (template mode, with or
+    without resampling): images with equal strings have pixels that are the same cortex.
+    ``"native"`` for per-subject maps, whose pixels correspond across no two subjects.
+    """
+    if not job.template_map:
+        return "native"
+    from .raster import flatmap_key
+
+    return f"template:{flatmap_key(fm)}"
+
+
+def _resample_job(job: Job, out: Path) -> tuple[dict, dict]:
+    """The job's subject on its standard mesh: (metrics on that mesh, GIFTI files written in the HCP layout
+    under ``<out>/<subject>/``)."""
+    from .io import read_metric
+    from .resample import resample_subject, write_template_subject
+
+    surfs = dict(job.resample_surfaces)
+    try:
+        values = {name: read_metric(path, hemi=job.hemi) for name, path in job.metrics}
+        sub = resample_subject(surfs["sphere.reg"], surfs["white"], surfs["pial"], values, job.hemi, job.resample,
+                               method=job.resample_method, subject=job.subject)
+    except SurfmapError as err:
+        raise type(err)(f"{job.subject} {job.hemi}: resampling to {job.resample}: {err}") from None
+    return sub.metrics, write_template_subject(out.parent, sub)
 
 
 # ---------------------------------------------------------------------------------------------

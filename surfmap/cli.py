@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     f = sub.add_parser("flatten", parents=[common], help="flatten one surface, rasterize its metrics",
                        description="Flatten one surface and write flatmap.npz, images.npz (channel names "
-                                   "inside), distortion.json and preview.png in OUT.")
+                                   "inside), distortion.json, preview.png and the map as a Workbench flat surface "
+                                   "of the input mesh (lh.flat.surf.gii / rh.flat.surf.gii, or flat.surf.gii when "
+                                   "the hemisphere is unknown) in OUT.")
     f.add_argument("surface", help="surface file (FreeSurfer geometry, .surf.gii, OBJ/PLY/OFF)")
     f.add_argument("--mask", help="cortex mask (FreeSurfer .label, GIFTI label, 0/1 metric); default: every "
                                   "vertex (the surface must then be a disk)")
@@ -127,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
                                       "{hemi}); default fslr32k for HCP")
     b.add_argument("--template-surface", help="template mode: surface of the template to flatten (a name such "
                                               "as midthickness, or a file with the template's vertex count)")
+    b.add_argument("--resample", choices=["fslr32k", "fsaverage5"],
+                   help="FreeSurfer: put every subject on this mesh first (through surf/?h.sphere.reg, as HCP's "
+                        "PostFreeSurfer does), then rasterize with the template's one map, so that every pixel "
+                        "is the same cortex in every subject; the resampled surfaces and metrics are written "
+                        "as GIFTI in the HCP layout (OUT/<subject>/MNINonLinear/fsaverage_LR32k/)")
+    b.add_argument("--resample-method", default="adaptive", choices=["adaptive", "barycentric"],
+                   help="with --resample: how metrics are resampled (default: %(default)s, Workbench's "
+                        "ADAP_BARY_AREA)")
     b.add_argument("--subjects", nargs="+", help="only these subjects")
     b.add_argument("--method", default="area", choices=["area", "conformal"])
     b.add_argument("--size", type=int, default=224)
@@ -217,8 +227,11 @@ def cmd_flatten(args) -> int:
     R = Rasterizer(fm, size=size, mode=args.sampling, nan_policy=args.nan_policy)
     images = R(values)
     channels = list(values)
+    prefix = {"left": "lh.", "right": "rh."}.get(hemi, "")
     paths = {
         "flatmap": fm.save(out / "flatmap.npz"),
+        # Workbench flat surface of the input mesh: any metric of that mesh opens on it
+        "flat_surface": fm.to_gifti(out / f"{prefix}flat.surf.gii", hemi=hemi, n_vertices=mesh.n_vertices),
         "images": write_npz_atomic(out / "images.npz", images=images, channels=np.array(channels)),
         "distortion": write_json_atomic(distortion_dict(fm, mesh), out / "distortion.json"),
     }
@@ -245,11 +258,29 @@ def cmd_batch(args) -> int:
         raise ParameterError(f"--jobs: expected a positive number of worker processes; found {args.jobs}")
     layout = batch.detect_layout(args.source) if args.layout == "auto" else args.layout
     common = {"method": args.method, "size": args.size, "sampling": args.sampling, "nan_policy": args.nan_policy}
-    mode = args.mode or ("template" if layout == "hcp" or (layout == "table" and args.template) else "native")
-    if layout == "freesurfer":
+    mode = args.mode or ("template" if layout == "hcp" or (layout == "table" and args.template)
+                         or args.resample else "native")
+    if args.resample and layout != "freesurfer":
+        raise ParameterError(f"--resample: expected a FreeSurfer SUBJECTS_DIR (subjects with surf/?h.sphere.reg); "
+                             f"found a {layout} layout. HCP folders are on fs_LR 32k already: drop --resample")
+    if args.resample:
+        if mode != "template" or args.template_surface or args.surface or (
+                args.template and not (args.template.endswith(".npz") or "/" in args.template)):
+            raise ParameterError("--resample: every subject is rasterized with one map of the --resample mesh "
+                                 "(template mode): the template's, or a flatmap.npz given with --template (e.g. "
+                                 "another cohort's OUT/_template/{hemi}/flatmap.npz); --mode native, "
+                                 "--template-surface and --surface do not apply. For native maps of the resampled "
+                                 "surfaces, run surfmap batch OUT --layout hcp --mode native afterwards")
+        jobs = batch.freesurfer_jobs(args.source, args.out, hemis=args.hemi,
+                                     metrics=args.metrics or batch.FREESURFER_METRICS,
+                                     metric_suffix=args.metric_suffix, subjects=args.subjects,
+                                     resample=args.resample, resample_method=args.resample_method,
+                                     template=args.template, **common)
+    elif layout == "freesurfer":
         if mode == "template":
             raise ParameterError("--mode template: expected a table or an HCP folder; found a FreeSurfer "
-                                 "layout, whose subjects have their own meshes. Drop --mode (native), or list "
+                                 "layout, whose subjects have their own meshes. Pass --resample fslr32k (put "
+                                 "every subject on fs_LR 32k first), drop --mode (native), or list "
                                  "fsaverage-resampled metrics in a table with --template fsaverage5")
         jobs = batch.freesurfer_jobs(args.source, args.out, hemis=args.hemi, surface=args.surface or "white",
                                      metrics=args.metrics or batch.FREESURFER_METRICS,

@@ -179,42 +179,6 @@ class FlatMap:
             raise MeshError(f"FlatMap.inserted: vertex {err} is not a vertex of the flat map") from None
         return self.vertex_map[unsplit_faces(self.faces, ends)]
 
-    def to_gifti(self, path, hemi: str | None = None, n_vertices: int | None = None) -> Path:
-        """Write the flat map as a Connectome Workbench flat surface (``.flat.surf.gii``).
-
-        One vertex per vertex of the mesh given to ``flatten`` (``n_vertices``, default
-        ``info['n_original']``), in its order, so the file pairs with that mesh's metric files:
-        ``x, y`` = ``uv`` scaled so that the flat area equals the 3D area of the cut (mm when the
-        surface is in mm), centred on the origin, ``z = 0``. Faces are :meth:`original_faces`
-        (inserted vertices are left out, their faces restored); vertices outside the cut sit at
-        the origin and belong to no face, as in HCP's flat surfaces. The GIFTI records
-        ``GeometricType`` ``Flat``.
-
-        Raises
-        ------
-        MeshError
-            ``n_vertices`` smaller than the vertices the map indexes.
-        """
-        from .io import write_surface
-        from .mesh import Mesh, face_areas
-
-        n = self._original_count(n_vertices)
-        top = int(self.vertex_map.max())
-        if n <= top:
-            raise MeshError(f"n_vertices: the map indexes original vertex {top}; found n_vertices={n}. Pass the "
-                            "vertex count of the mesh given to flatten")
-        scale = 100.0
-        if self.vertices is not None:
-            area3 = float(face_areas(self.vertices, self.faces).sum())
-            area2 = float(np.abs(self.signed_areas()).sum())
-            if area3 > 0 and area2 > 0:
-                scale = float(np.sqrt(area3 / area2))
-        xyz = np.zeros((n, 3))
-        k = len(self.vertex_map)
-        xyz[self.vertex_map, :2] = (self.uv[:k] - 0.5) * scale
-        return write_surface(Mesh(xyz, self.original_faces(), name="flat map"), path, hemi=hemi,
-                             geometric_type="Flat")
-
     def signed_areas(self) -> np.ndarray:
         """Signed area (m,) of each face in the plane; positive when not flipped."""
         a, b, c = self.uv[self.faces[:, 0]], self.uv[self.faces[:, 1]], self.uv[self.faces[:, 2]]
@@ -284,6 +248,12 @@ class FlatMap:
             raise FormatError(f"{path}: not a valid flat map: {err}") from None
         _check_loaded(fm, path)
         return fm
+
+    def to_gifti(self, path, hemi: str | None = None, n_vertices: int | None = None) -> Path:
+        """Write the map as a Workbench flat surface of the original mesh (:func:`surfmap.io.write_flat_surface`)."""
+        from .io import write_flat_surface
+
+        return write_flat_surface(self, path, hemi=hemi, n_vertices=n_vertices)
 
     def __repr__(self) -> str:
         return f"FlatMap({self.n_vertices} vertices, {len(self.faces)} faces, method={self.info.get('method')!r})"

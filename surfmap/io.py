@@ -63,6 +63,9 @@ __all__ = [
     "read_patch",
     "write_surface",
     "write_metric",
+    "write_label",
+    "write_flat_surface",
+    "flat_surface",
     "check_metric",
     "file_hemi",
     "normalize_hemi",
@@ -251,7 +254,11 @@ def file_hemi(path, img=None) -> str | None:
     for side, name in _GIFTI_STRUCTURE.items():
         if structure == name:
             return side
-    name = Path(path).name
+    return _name_hemi(Path(path).name)
+
+
+def _name_hemi(name: str) -> str | None:
+    """The hemisphere a FreeSurfer (``lh.``), HCP (``.L.``) or BIDS (``hemi-L``) file name says."""
     low = name.lower()
     if low.startswith("lh.") or ".L." in name or "hemi-L_" in name or "hemi-L." in name:
         return "left"
@@ -1113,11 +1120,25 @@ def _meta(hemi, extra: dict | None = None):
     return GiftiMetaData(meta)
 
 
+def _writer_hemi(hemi, path: Path) -> str | None:
+    """The hemisphere a written file records: ``hemi``, else the one its name says (``lh.``, ``.L.``);
+    Workbench shows a file without one as ``Structure: Invalid`` and cannot attach it to a surface."""
+    if hemi is not None:
+        return normalize_hemi(hemi, "hemi", FormatError)
+    side = _name_hemi(path.name)
+    if side is None:
+        log.warning("%s: no hemisphere given and none in the file name (lh., .L., hemi-L); Workbench will show "
+                    "'Structure: Invalid'. Pass hemi='left' or hemi='right'", path)
+    return side
+
+
 _GEOMETRIC_TYPES = ("Anatomical", "Reconstruction", "Inflated", "VeryInflated", "Spherical", "SemiSpherical",
                     "Ellipsoid", "Flat", "Hull")
+_SECONDARY = {"white": "GrayWhite", "pial": "Pial", "midthickness": "MidThickness"}
 
 
-def write_surface(mesh: Mesh, path, *, hemi: str | None = None, geometric_type: str = "Anatomical") -> Path:
+def write_surface(mesh: Mesh, path, *, hemi: str | None = None, geometric_type: str = "Anatomical",
+                  secondary: str | None = None) -> Path:
     """Write a mesh as a GIFTI surface (``.surf.gii``), readable by Connectome Workbench and FreeSurfer.
 
     Coordinates are stored as float32 (``NIFTI_TYPE_FLOAT32``, ``NIFTI_INTENT_POINTSET``) and
@@ -1132,10 +1153,14 @@ def write_surface(mesh: Mesh, path, *, hemi: str | None = None, geometric_type: 
     path : str or os.PathLike
         Target, ending in ``.gii`` (``.surf.gii`` recommended) or ``.gii.gz``.
     hemi : {"left", "right"}, optional
-        Recorded as ``AnatomicalStructurePrimary`` (CortexLeft/CortexRight) for Workbench.
+        Recorded as ``AnatomicalStructurePrimary`` (CortexLeft/CortexRight) for Workbench; default:
+        the hemisphere the file name says (``lh.``, ``.L.``), else none (a warning is logged).
     geometric_type : str
-        GIFTI ``GeometricType`` of the coordinates, one of Workbench's: ``"Anatomical"`` (default),
-        ``"Inflated"``, ``"Spherical"``, ``"Flat"`` (a flat map, see :meth:`FlatMap.to_gifti`), ...
+        ``GeometricType`` of the coordinates: ``"Anatomical"`` (default), ``"Spherical"``,
+        ``"Flat"``, ``"Inflated"``, ... (Workbench picks its views from it).
+    secondary : str, optional
+        ``AnatomicalStructureSecondary``: ``"GrayWhite"``, ``"Pial"``, ``"MidThickness"`` (or the
+        surface names ``white``, ``pial``, ``midthickness``).
 
     Returns
     -------
@@ -1161,8 +1186,10 @@ def write_surface(mesh: Mesh, path, *, hemi: str | None = None, geometric_type: 
     if mesh.n_vertices >= 2**31:
         raise MeshError(f"{mesh.name}: too many vertices ({mesh.n_vertices}) for GIFTI int32 faces")
     if geometric_type not in _GEOMETRIC_TYPES:
-        raise ParameterError(f"geometric_type: expected one of {_GEOMETRIC_TYPES}; found {geometric_type!r}")
-    secondary = {"GeometricType": geometric_type}
+        raise ParameterError(f"geometric_type: expected one of {list(_GEOMETRIC_TYPES)}; found {geometric_type!r}")
+    hemi = _writer_hemi(hemi, path)
+    secondary = {"GeometricType": geometric_type,
+                 **({"AnatomicalStructureSecondary": _SECONDARY.get(secondary, secondary)} if secondary else {})}
     img = GiftiImage(meta=_meta(hemi))
     img.add_gifti_data_array(
         GiftiDataArray(
@@ -1212,7 +1239,8 @@ def write_metric(values, path, *, intent: str = "shape", hemi: str | None = None
         (NIFTI_INTENT_NONE), ``"normal"``, ``"zscore"``, ``"tstat"``, ``"estimate"``, or a
         ``NIFTI_INTENT_*`` name.
     hemi : {"left", "right"}, optional
-        Recorded as ``AnatomicalStructurePrimary``.
+        Recorded as ``AnatomicalStructurePrimary``; default: the hemisphere the file name says
+        (``lh.``, ``.L.``), else none (a warning is logged: Workbench then shows ``Invalid``).
     names : sequence of str, optional
         One name per map, stored as each array's ``Name`` metadata.
 
@@ -1248,6 +1276,7 @@ def write_metric(values, path, *, intent: str = "shape", hemi: str | None = None
         check_metric(x[:, j], x.shape[0], "values")
     if names is not None and len(names) != x.shape[1]:
         raise MetricError(f"'names' should hold {x.shape[1]} names (one per map); found {len(names)}")
+    hemi = _writer_hemi(hemi, path)
     img = GiftiImage(meta=_meta(hemi))
     for j in range(x.shape[1]):
         meta = {"Name": str(names[j])} if names is not None else None
@@ -1261,3 +1290,127 @@ def write_metric(values, path, *, intent: str = "shape", hemi: str | None = None
         )
     _atomic_write(path, _gifti_bytes(img, path))
     return path
+
+
+def write_label(labels, path, *, names: dict | None = None, hemi: str | None = None,
+                map_name: str | None = None) -> Path:
+    """Write integer labels per vertex as a GIFTI label file (``.label.gii``), with its label table.
+
+    Parameters
+    ----------
+    labels : (n,) array_like of int
+        One label key per vertex (e.g. from a ``method="nearest"`` :class:`~surfmap.Resampler`, or a
+        0/1 cortex mask).
+    path : str or os.PathLike
+        Target ending in ``.label.gii``.
+    names : dict of int to str, optional
+        Name of each key; default ``"???"`` for 0 and ``"label_<key>"`` for the others. Colours
+        are spread over a colour map (key 0 transparent).
+    hemi : {"left", "right"}, optional
+        ``AnatomicalStructurePrimary``; default: from the file name.
+    map_name : str, optional
+        The map's ``Name``.
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FormatError
+        A name that does not end in ``.label.gii``.
+    MetricError
+        Values that are not integers (or bool), or not 1-D.
+    """
+    from nibabel.gifti import GiftiDataArray, GiftiImage, GiftiLabel, GiftiLabelTable
+
+    path = _target(path, (".label.gii",), "write_label")
+    if not path.name.lower().endswith((".label.gii", ".label.gii.gz")):
+        raise FormatError(f"'{path}': write_label writes GIFTI label files; name it *.label.gii")
+    x = np.asarray(labels)
+    if x.dtype == bool:
+        x = x.astype(np.int32)
+    if x.ndim != 1 or x.size == 0:
+        raise MetricError(f"'labels' should be one integer per vertex, shape (n,); found shape {x.shape}")
+    if not np.issubdtype(x.dtype, np.integer):
+        if not (np.issubdtype(x.dtype, np.floating) and np.all(np.isfinite(x)) and np.all(x == np.round(x))):
+            raise MetricError("'labels' should be integers (label keys); found non-integer values. Resample "
+                              "labels with method='nearest'")
+    x = x.astype(np.int32)
+    keys = np.unique(x)
+    names = dict(names or {})
+    table = GiftiLabelTable()
+    for i, key in enumerate(keys):
+        lab = GiftiLabel(key=int(key))
+        lab.label = str(names.get(int(key), "???" if key == 0 else f"label_{int(key)}"))
+        hue = (i + 1) / (len(keys) + 1)
+        lab.red, lab.green, lab.blue = (float(0.5 + 0.5 * np.cos(2 * np.pi * (hue + k / 3))) for k in range(3))
+        lab.alpha = 0.0 if key == 0 else 1.0
+        table.labels.append(lab)
+    img = GiftiImage(meta=_meta(_writer_hemi(hemi, path)), labeltable=table)
+    img.add_gifti_data_array(GiftiDataArray(x, intent="NIFTI_INTENT_LABEL", datatype="NIFTI_TYPE_INT32",
+                                            meta=_meta(None, {"Name": map_name} if map_name else None)))
+    _atomic_write(path, _gifti_bytes(img, path))
+    return path
+
+
+def flat_surface(fm, n_vertices: int | None = None) -> Mesh:
+    """A flat map as a surface of the original mesh: ``(x, y, 0)`` per vertex, the cut's faces only.
+
+    Vertices keep the original mesh's count and order (``fm.vertex_map``), as Workbench needs to
+    show any metric of that mesh on it, like HCP's own ``*.flat.32k_fs_LR.surf.gii``; vertices
+    left out of the cut (the medial wall) sit at the origin and belong to no face. Vertices that
+    ``cut`` inserted (chord midpoints) are left out and their faces restored
+    (:meth:`FlatMap.original_faces`). ``x, y`` are ``uv`` centred on the origin and scaled so that
+    the flat area equals the 3D area of the cut (mm when the surface is in mm; 100 mm a side when
+    the map does not carry its 3D vertices).
+
+    Parameters
+    ----------
+    fm : FlatMap
+    n_vertices : int, optional
+        The original mesh's vertex count; default ``fm.info["n_original"]``.
+
+    Returns
+    -------
+    Mesh
+
+    Raises
+    ------
+    MeshError
+        The count is unknown (a map of an older surfmap: pass it) or smaller than the map needs.
+    """
+    from .mesh import face_areas
+
+    n = n_vertices if n_vertices is not None else (fm.info or {}).get("n_original")
+    vmap = np.asarray(fm.vertex_map, dtype=np.int64)
+    if n is None:
+        raise MeshError("flat_surface: the flat map does not record its mesh's vertex count (made by an older "
+                        "surfmap); pass n_vertices= (the vertex count of the surface given to flatten)")
+    n = int(n)
+    top = int(vmap.max())
+    if n <= top:
+        raise MeshError(f"n_vertices: the map indexes original vertex {top}; found n_vertices={n}. Pass the "
+                        "vertex count of the surface given to flatten")
+    scale = 100.0
+    if fm.vertices is not None:
+        area3 = float(face_areas(fm.vertices, fm.faces).sum())
+        area2 = float(np.abs(fm.signed_areas()).sum())
+        if area3 > 0 and area2 > 0:
+            scale = float(np.sqrt(area3 / area2))
+    V = np.zeros((n, 3))
+    k = len(vmap)
+    first = np.unique(vmap, return_index=True)[1]  # an original vertex copied by the cut keeps its first copy
+    V[vmap[first], :2] = (fm.uv[:k][first] - 0.5) * scale
+    F = fm.original_faces()
+    F = F[(F[:, 0] != F[:, 1]) & (F[:, 1] != F[:, 2]) & (F[:, 0] != F[:, 2])]
+    return Mesh(V, F, name="flat")
+
+
+def write_flat_surface(fm, path, *, hemi: str | None = None, n_vertices: int | None = None) -> Path:
+    """Write a flat map as a Workbench flat surface (``*.flat.surf.gii``, ``GeometricType`` Flat).
+
+    See :func:`flat_surface` for its vertices and faces; ``hemi`` is recorded as
+    ``AnatomicalStructurePrimary`` (default: from the file name).
+    """
+    return write_surface(flat_surface(fm, n_vertices), path, hemi=hemi, geometric_type="Flat")

