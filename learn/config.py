@@ -23,7 +23,8 @@ import typing
 from pathlib import Path
 
 from learn import ConfigError
-from learn.checkpoint import _atomic_write, to_jsonable
+from learn.checkpoint import to_jsonable
+from surfmap._atomic import atomic_write_bytes
 from surfmap.exceptions import InputFileNotFoundError
 
 __all__ = ["apply_overrides", "config_from_dict", "load_config", "read_config_file", "save_resolved"]
@@ -169,5 +170,5 @@ def save_resolved(config, path) -> Path:
     """Write the complete configuration (defaults included) as JSON, atomically."""
     path = Path(path)
     text = json.dumps(to_jsonable(config), indent=2, sort_keys=True).encode()
-    _atomic_write(path, lambda fh: fh.write(text))
+    atomic_write_bytes(path, text)
     return path
