@@ -7,6 +7,8 @@ barycentric rasterization to 224 x 224 images (seed 001, Cerebral Cortex 2022).
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -58,6 +60,14 @@ def __dir__():
     return __all__
 
 
-# ``surfmap.distortion`` is both a module and the public function of that module. Bind the function
-# now, so that importing the submodule later (which sets the package attribute once) cannot shadow it.
-from .distortion import Distortion, distortion  # noqa: E402
+class _Package(types.ModuleType):
+    """``surfmap.distortion`` is both a submodule and the public function of that submodule: importing the
+    submodule sets the package attribute to the module, which must not shadow the function."""
+
+    def __setattr__(self, name, value):
+        if name == "distortion" and isinstance(value, types.ModuleType):
+            value = value.distortion
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
