@@ -17,7 +17,7 @@ Core modules (import them directly; ``import learn`` itself does not import torc
 
 from __future__ import annotations
 
-from surfmap.exceptions import SurfmapError
+from surfmap.exceptions import ParameterError, SurfmapError
 
 __all__ = ["ConfigError", "DataError", "LearnError", "MetricUndefinedError", "SplitError"]
 
@@ -26,8 +26,9 @@ class LearnError(SurfmapError):
     """Root of the errors raised by :mod:`learn` (also a :class:`surfmap.exceptions.SurfmapError`)."""
 
 
-class ConfigError(LearnError, ValueError):
-    """A configuration file or option is malformed, unknown or out of range."""
+class ConfigError(LearnError, ParameterError):
+    """A configuration file or option is malformed, unknown or out of range (a
+    :class:`surfmap.exceptions.ParameterError`, as every wrong argument in surfmap and learn)."""
 
 
 class DataError(LearnError, ValueError):

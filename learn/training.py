@@ -14,7 +14,6 @@ Regression losses (MSE, L1, Huber) give the raw output as ``scores``.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from learn.utils import (
     set_rng_state,
     set_seed,
 )
+from surfmap._validation import check_choice, check_int, check_number
 
 __all__ = [
     "KerasDecay",
@@ -54,9 +54,7 @@ class KerasDecay:
     """Picklable ``t -> 1 / (1 + decay * t)`` factor for :class:`torch.optim.lr_scheduler.LambdaLR`."""
 
     def __init__(self, decay: float):
-        if not (isinstance(decay, (int, float)) and decay >= 0 and math.isfinite(decay)):
-            raise ValueError(f"'decay' should be a finite number >= 0; {decay!r} was provided")
-        self.decay = float(decay)
+        self.decay = check_number("decay", decay, low=0)
 
     def __call__(self, step: int) -> float:
         return 1.0 / (1.0 + self.decay * step)
@@ -304,10 +302,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
         ``train_loss``, ``val_loss``, ``lr`` (per epoch lists), ``val_metrics`` (list of dicts, when
         ``metrics_fn``), ``best_epoch``, ``best_val_loss``, ``epochs_run``.
     """
-    if keep not in ("best", "last"):
-        raise ValueError(f"'keep' should be 'best' or 'last'; {keep!r} was provided")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"'epochs' should be a positive integer; {epochs!r} was provided")
+    check_choice("keep", keep, ("best", "last"))
+    check_int("epochs", epochs, low=1)
     device = torch.device(device)
     if val_loader is None:
         keep = "last"
