@@ -2,8 +2,10 @@
 
 Sub-packages build on the core modules here:
 
-- :mod:`learn.volumetric`: the 3D Inception-ResNet-V2 path of seed 000 (BrainImageNet).
-- :mod:`learn.surface`: 2D CNNs on flat maps (seed 001).
+- :mod:`learn.volumetric`: the 3D Inception-ResNet-V2 path of BrainImageNet (J Big Data 2022,
+  doi:10.1186/s40537-022-00650-y).
+- :mod:`learn.surface`: 2D CNNs on flat maps ("Deep transfer learning for cerebral cortex using area-preserving
+  geometry mapping", Cerebral Cortex 32(14):2972-2984, 2022).
 
 Core modules (import them directly; ``import learn`` itself does not import torch):
 

@@ -3,9 +3,9 @@
 The positive class is 1 (male for the sex model, AD for the AD model). ``scores`` are probabilities or any
 monotone score (ROC AUC only depends on their order; the threshold applies to them as given).
 
-Intervals follow seed 000: the metrics on ``n_rounds`` random 50% subsamples drawn *without* replacement,
-2.5 / 97.5 percentiles (:func:`subsample_ci`). :func:`bootstrap_ci` is the classical resampling with
-replacement, sharing the same code.
+Intervals follow BrainImageNet (J Big Data 2022): the metrics on ``n_rounds`` random 50% subsamples drawn
+*without* replacement, 2.5 / 97.5 percentiles (:func:`subsample_ci`). :func:`bootstrap_ci` is the classical
+resampling with replacement, sharing the same code.
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
     scores : (n,) float
         Predicted probability (or score) of class 1. A sample is predicted positive when ``score >= threshold``.
     threshold : float
-        Decision threshold (0.5 by default; seed 000 also reports a 0.3 "screening" threshold).
+        Decision threshold (0.5 by default; BrainImageNet also reports a 0.3 "screening" threshold).
 
     Returns
     -------

@@ -67,7 +67,8 @@ def keras_decay_scheduler(optimizer: torch.optim.Optimizer, decay: float) -> tor
     ----------
     optimizer : torch.optim.Optimizer
     decay : float
-        Keras ``decay`` (3e-3 for the sex model, 2e-3 for the AD model in seed 000; 1e-3 in the released AD code).
+        Keras ``decay``: 3e-3 for the sex model, 2e-3 for the AD model in BrainImageNet (J Big Data 2022),
+        1e-3 in its released AD code.
     """
     return torch.optim.lr_scheduler.LambdaLR(optimizer, KerasDecay(decay))
 
@@ -278,11 +279,12 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
         Writes ``last.pt`` after every epoch (model, optimizer, schedulers, RNG states, history) and ``best.pt``
         when the validation loss improves; the resolved ``args`` go beside each as JSON.
     keep : {"best", "last"}
-        Which weights the model holds on return: the lowest validation loss (seed 000) or the last epoch.
+        Which weights the model holds on return: the lowest validation loss (as in
+        BrainImageNet, J Big Data 2022) or the last epoch.
     resume : path, optional
         A ``last.pt`` to continue from; the result equals an uninterrupted run (same seeds, same loaders).
     mixup_epochs : int
-        Mix-up in epochs ``0 .. mixup_epochs-1`` (seed 001 uses the first 75 of 125).
+        Mix-up in epochs ``0 .. mixup_epochs-1`` (Cerebral Cortex 2022 uses the first 75 of 125).
     epoch_hook : callable(epoch, optimizer), optional
         Called at the start of every epoch (e.g. to set a step learning rate).
     metrics_fn : callable(y_true, scores) -> dict, optional
@@ -378,7 +380,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
 
 
 def ensemble_scores(score_list) -> np.ndarray:
-    """Plain mean of the fold models' probabilities (seed 000's 5-fold ensemble on independent sets).
+    """Plain mean of the fold models' probabilities (the 5-fold ensemble on independent sets of
+    BrainImageNet, J Big Data 2022).
 
     Parameters
     ----------

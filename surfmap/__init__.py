@@ -1,7 +1,8 @@
 """surfmap: flatten cortical surfaces onto the unit square and turn vertex metrics into images.
 
 Conformal map by discrete Ricci flow, area-preserving map by semi-discrete optimal transport,
-barycentric rasterization to 224 x 224 images (seed 001, Cerebral Cortex 2022).
+barycentric rasterization to 224 x 224 images, after "Deep transfer learning for cerebral cortex using
+area-preserving geometry mapping" (Cerebral Cortex 32(14):2972-2984, 2022).
 """
 
 from __future__ import annotations

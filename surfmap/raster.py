@@ -142,9 +142,9 @@ class Rasterizer:
     mode : {"barycentric", "area"}
         ``"barycentric"`` (default): each pixel takes the linear interpolation, on the face holding
         its centre, of the face's three vertex values (exact for functions linear on each face).
-        ``"area"``: seed 001's "average of the points that fall within the same pixel": the mean
-        of the values of the vertices whose ``uv`` lies in the pixel; pixels holding no vertex
-        take the barycentric value.
+        ``"area"``: "average of the points that fall within the same pixel" (Cerebral Cortex 2022):
+        the mean of the values of the vertices whose ``uv`` lies in the pixel; pixels holding no
+        vertex take the barycentric value.
     nan_policy : {"raise", "ignore", "propagate"}
         What a non-finite value at a vertex that the image uses does. ``"raise"`` (default): raise
         :class:`~surfmap.MetricError`. ``"ignore"``: renormalise each pixel's weights over its
