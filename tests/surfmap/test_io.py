@@ -223,8 +223,8 @@ READ_SURFACE_ERRORS = {
     "freesurfer-truncated": (_fs_surface_truncated, FormatError, "truncated"),
     "gifti-truncated": (lambda tmp_path, mesh, values: _truncate(write_surface(mesh, tmp_path / "m.surf.gii"), 0.7),
                         FormatError, "truncated or corrupt"),
-    "ply-corrupt": (_write_bytes("m.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nend_header\n1 2\n"),
-                    SurfmapError, ""),
+    "ply-corrupt": (_write_bytes("m.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
+                                          "end_header\n1 2\n"), SurfmapError, ""),
     "freesurfer-face-beyond-vertices": (_fs_surface_bad_face, MeshError, "do not exist"),
     "obj-face-beyond-vertices": (_write_bytes("bad.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 2 3 4\n"), MeshError,
                                  "vertices that do not exist"),
@@ -284,8 +284,8 @@ def _gifti_without_arrays(tmp_path, mesh, values):
 # (case builder, read_metric keywords given the values, error, message after the path)
 READ_METRIC_ERRORS = {
     "missing": (lambda tmp_path, mesh, values: tmp_path / "lh.thickness", {}, InputFileNotFoundError, ""),
-    "freesurfer-truncated": (lambda tmp_path, mesh, values: _truncate(_fs_morph(tmp_path, mesh, values, "lh.sulc"), 0.8),
-                             {}, FormatError, "truncated"),
+    "freesurfer-truncated": (lambda tmp_path, mesh, values: _truncate(_fs_morph(tmp_path, mesh, values, "lh.sulc"),
+                                                                      0.8), {}, FormatError, "truncated"),
     "mgh-truncated": (_mgh_truncated, {}, FormatError, ""),
     "gifti-truncated": (lambda tmp_path, mesh, values: _truncate(write_metric(values, tmp_path / "t.shape.gii"), 0.5),
                         {}, FormatError, "truncated or corrupt"),
