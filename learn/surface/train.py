@@ -35,6 +35,7 @@ from learn.cv import check_disjoint, leave_one_group_out, stratified_group_kfold
 from learn.metrics import binary_metrics, bootstrap_ci
 from learn.training import evaluate, fit
 from learn.utils import get_device, is_distributed, is_main_process, progress_enabled, set_seed
+from surfmap._atomic import atomic_write_bytes
 
 from .config import CVConfig, ModelConfig, ScheduleConfig
 from .dataset import Normalizer, SurfaceImageDataset
@@ -304,9 +305,7 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
                 save_checkpoint(fold_dir / "model.pt", model=model, epoch=schedule.epochs - 1, args=args,
                                 channels=chans, train_idx=train_idx, test_idx=test_idx,
                                 model_name=model_cfg.name)
-            tmp = done_csv.with_suffix(".csv.tmp")
-            df.to_csv(tmp, index=False)
-            tmp.replace(done_csv)
+            atomic_write_bytes(done_csv, df.to_csv(index=False).encode())
             if last is not None and last.exists():
                 last.unlink()
                 cfg = last.with_name("last.config.json")
