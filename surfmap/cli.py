@@ -341,7 +341,8 @@ def _warm_up() -> float:
     """Seconds to compile surfmap's Numba kernels (first run) or load them from Numba's cache.
 
     Both methods and the rasterizer run once on a small curved grid, so that the demo's per-method seconds
-    measure the methods, not the compiler (17 s vs 1.2 s for fsaverage5's conformal map on a fresh install).
+    measure the methods, not the compiler: on a fresh install compilation takes many times longer than the
+    fsaverage5 maps themselves (benchmarks/README.md, "Start-up").
     """
     import numpy as np
 
