@@ -52,7 +52,7 @@ def _compare(mine: np.ndarray, ref: np.ndarray) -> dict:
 def run(out: Path, repeats: int = 3) -> dict:
     import surfmap
     from surfmap.resample import Resampler, project_unproject
-    from surfmap.templates import load_standard_sphere, registration_spheres, standard_mesh_dir
+    from surfmap.templates import load_standard_sphere, standard_mesh_dir
 
     wb = shutil.which("wb_command")
     if wb is None:

@@ -2,8 +2,10 @@
 
 Sub-packages build on the core modules here:
 
-- :mod:`learn.volumetric`: the 3D Inception-ResNet-V2 path of seed 000 (BrainImageNet).
-- :mod:`learn.surface`: 2D CNNs on flat maps (seed 001).
+- :mod:`learn.volumetric`: the 3D Inception-ResNet-V2 path of BrainImageNet (J Big Data 2022,
+  doi:10.1186/s40537-022-00650-y).
+- :mod:`learn.surface`: 2D CNNs on flat maps ("Deep transfer learning for cerebral cortex using area-preserving
+  geometry mapping", Cerebral Cortex 32(14):2972-2984, 2022).
 
 Core modules (import them directly; ``import learn`` itself does not import torch):
 
@@ -17,7 +19,7 @@ Core modules (import them directly; ``import learn`` itself does not import torc
 
 from __future__ import annotations
 
-from surfmap.exceptions import SurfmapError
+from surfmap.exceptions import ParameterError, SurfmapError
 
 __all__ = ["ConfigError", "DataError", "LearnError", "MetricUndefinedError", "SplitError"]
 
@@ -26,8 +28,9 @@ class LearnError(SurfmapError):
     """Root of the errors raised by :mod:`learn` (also a :class:`surfmap.exceptions.SurfmapError`)."""
 
 
-class ConfigError(LearnError, ValueError):
-    """A configuration file or option is malformed, unknown or out of range."""
+class ConfigError(LearnError, ParameterError):
+    """A configuration file or option is malformed, unknown or out of range (a
+    :class:`surfmap.exceptions.ParameterError`, as every wrong argument in surfmap and learn)."""
 
 
 class DataError(LearnError, ValueError):

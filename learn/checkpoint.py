@@ -17,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from surfmap._atomic import atomic_write, atomic_write_bytes
 from surfmap.exceptions import FormatError, InputFileNotFoundError
 
 __all__ = ["convert_trusted_checkpoint", "load_checkpoint", "plain_state", "safe_torch_load", "save_checkpoint",
@@ -141,21 +140,8 @@ def convert_trusted_checkpoint(src, dst) -> Path:
         raise InputFileNotFoundError(f"checkpoint {str(src)!r} does not exist; check the path")
     ckpt = torch.load(src, map_location="cpu", weights_only=False)  # explicit, documented opt-in
     state = plain_state(ckpt, "checkpoint")
-    _atomic_write(dst, lambda fh: torch.save(state, fh))
+    atomic_write(dst, lambda fh: torch.save(state, fh))
     return dst
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path, *, model: torch.nn.Module, optimizer=None, lr_scheduler=None, epoch: int,
@@ -191,10 +177,10 @@ def save_checkpoint(path, *, model: torch.nn.Module, optimizer=None, lr_schedule
     }
     state.update(extra)
     state = plain_state(state)
-    _atomic_write(path, lambda fh: torch.save(state, fh))
+    atomic_write(path, lambda fh: torch.save(state, fh))
     if args is not None:
         text = json.dumps(to_jsonable(args), indent=2, sort_keys=True).encode()
-        _atomic_write(path.with_name(path.stem + ".config.json"), lambda fh: fh.write(text))
+        atomic_write_bytes(path.with_name(path.stem + ".config.json"), text)
     return path
 
 

@@ -2,8 +2,8 @@
 
 Subcommands::
 
-    surfmap-learn volumetric ...   # 3D CNN path of seed 000 (learn.volumetric.cli)
-    surfmap-learn surface ...      # 2D flat-map path of seed 001 (learn.surface.cli)
+    surfmap-learn volumetric ...   # 3D CNN path of BrainImageNet, J Big Data 2022 (learn.volumetric.cli)
+    surfmap-learn surface ...      # 2D flat-map path of Cerebral Cortex 2022 (learn.surface.cli)
 
 Each subcommand parses its own arguments; ``surfmap-learn volumetric --help`` lists them.
 """
@@ -16,8 +16,8 @@ import sys
 __all__ = ["main"]
 
 _SUBCOMMANDS = {
-    "volumetric": ("learn.volumetric.cli", "3D Inception-ResNet-V2 on GMD/GMV volumes (seed 000)"),
-    "surface": ("learn.surface.cli", "2D CNNs on flat-map images (seed 001)"),
+    "volumetric": ("learn.volumetric.cli", "3D Inception-ResNet-V2 on GMD/GMV volumes (BrainImageNet)"),
+    "surface": ("learn.surface.cli", "2D CNNs on flat-map images (Cerebral Cortex 2022)"),
 }
 
 

@@ -23,7 +23,9 @@ import typing
 from pathlib import Path
 
 from learn import ConfigError
-from learn.checkpoint import _atomic_write, to_jsonable
+from learn.checkpoint import to_jsonable
+from surfmap._atomic import atomic_write_bytes
+from surfmap._validation import check_choice, check_int, check_number, invalid
 from surfmap.exceptions import InputFileNotFoundError
 
 __all__ = ["apply_overrides", "config_from_dict", "load_config", "read_config_file", "save_resolved"]
@@ -69,42 +71,36 @@ def _coerce(value, tp, key: str):
         raise ConfigError(f"config key {key!r}: {value!r} matches none of {tp}")
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {key!r} should be a table (section); {type(value).__name__} was provided")
+            raise invalid(f"config key {key!r}", "a table (section)", type(value).__name__, error=ConfigError)
         return config_from_dict(tp, value, prefix=key + ".")
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"config key {key!r} should be a list; {value!r} was provided")
+            raise invalid(f"config key {key!r}", "a list", repr(value), error=ConfigError)
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(args) != len(value):
-                raise ConfigError(f"config key {key!r} should have {len(args)} items; {len(value)} were provided")
+                raise invalid(f"config key {key!r}", f"{len(args)} items", len(value), error=ConfigError)
             return tuple(_coerce(v, a, key) for v, a in zip(value, args))
         inner = args[0] if args else typing.Any
         out = [_coerce(v, inner, key) for v in value]
         return tuple(out) if origin is tuple else out
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"config key {key!r} should be a table; {value!r} was provided")
+            raise invalid(f"config key {key!r}", "a table", repr(value), error=ConfigError)
         return dict(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"config key {key!r} should be true or false; {value!r} was provided")
+            raise invalid(f"config key {key!r}", "true or false", repr(value), error=ConfigError)
         return value
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"config key {key!r} should be an integer; {value!r} was provided")
-        return value
+        return check_int(f"config key {key!r}", value, error=ConfigError)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"config key {key!r} should be a number; {value!r} was provided")
-        return float(value)
+        return check_number(f"config key {key!r}", value, finite=False, error=ConfigError)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"config key {key!r} should be a string; {value!r} was provided")
+            raise invalid(f"config key {key!r}", "a string", repr(value), error=ConfigError)
         return value
     if typing.get_origin(tp) is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"config key {key!r} should be one of {list(args)}; {value!r} was provided")
-        return value
+        return check_choice(f"config key {key!r}", value, args, error=ConfigError)
     return value
 
 
@@ -169,5 +165,5 @@ def save_resolved(config, path) -> Path:
     """Write the complete configuration (defaults included) as JSON, atomically."""
     path = Path(path)
     text = json.dumps(to_jsonable(config), indent=2, sort_keys=True).encode()
-    _atomic_write(path, lambda fh: fh.write(text))
+    atomic_write_bytes(path, text)
     return path

@@ -3,9 +3,9 @@
 The positive class is 1 (male for the sex model, AD for the AD model). ``scores`` are probabilities or any
 monotone score (ROC AUC only depends on their order; the threshold applies to them as given).
 
-Intervals follow seed 000: the metrics on ``n_rounds`` random 50% subsamples drawn *without* replacement,
-2.5 / 97.5 percentiles (:func:`subsample_ci`). :func:`bootstrap_ci` is the classical resampling with
-replacement, sharing the same code.
+Intervals follow BrainImageNet (J Big Data 2022): the metrics on ``n_rounds`` random 50% subsamples drawn
+*without* replacement, 2.5 / 97.5 percentiles (:func:`subsample_ci`). :func:`bootstrap_ci` is the classical
+resampling with replacement, sharing the same code.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from learn import MetricUndefinedError
+from surfmap._validation import check_int, check_number
 
 __all__ = ["METRIC_NAMES", "binary_metrics", "bootstrap_ci", "regression_metrics", "roc_auc", "subsample_ci"]
 
@@ -99,7 +100,7 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
     scores : (n,) float
         Predicted probability (or score) of class 1. A sample is predicted positive when ``score >= threshold``.
     threshold : float
-        Decision threshold (0.5 by default; seed 000 also reports a 0.3 "screening" threshold).
+        Decision threshold (0.5 by default; BrainImageNet also reports a 0.3 "screening" threshold).
 
     Returns
     -------
@@ -124,12 +125,9 @@ def binary_metrics(y_true, scores, threshold: float = 0.5) -> dict:
 def _resampled_ci(y, s, n_rounds, fraction, seed, threshold, replace, level) -> dict:
     y, s = _check_inputs(y, s)
     roc_auc(y, s)
-    if not (isinstance(n_rounds, (int, np.integer)) and n_rounds >= 2):
-        raise ValueError(f"'n_rounds' should be an integer >= 2; {n_rounds!r} was provided")
-    if not 0.0 < fraction <= 1.0:
-        raise ValueError(f"'fraction' should be in (0, 1]; {fraction!r} was provided")
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"'level' should be in (0, 1); {level!r} was provided")
+    check_int("n_rounds", n_rounds, low=2)
+    check_number("fraction", fraction, low=0, high=1, low_open=True)
+    check_number("level", level, low=0, high=1, low_open=True, high_open=True)
     n = y.shape[0]
     k = max(2, int(round(fraction * n)))
     if not replace and k > n:

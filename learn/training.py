@@ -14,7 +14,6 @@ Regression losses (MSE, L1, Huber) give the raw output as ``scores``.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from learn.utils import (
     set_rng_state,
     set_seed,
 )
+from surfmap._validation import check_choice, check_int, check_number
 
 __all__ = [
     "KerasDecay",
@@ -54,9 +54,7 @@ class KerasDecay:
     """Picklable ``t -> 1 / (1 + decay * t)`` factor for :class:`torch.optim.lr_scheduler.LambdaLR`."""
 
     def __init__(self, decay: float):
-        if not (isinstance(decay, (int, float)) and decay >= 0 and math.isfinite(decay)):
-            raise ValueError(f"'decay' should be a finite number >= 0; {decay!r} was provided")
-        self.decay = float(decay)
+        self.decay = check_number("decay", decay, low=0)
 
     def __call__(self, step: int) -> float:
         return 1.0 / (1.0 + self.decay * step)
@@ -69,7 +67,8 @@ def keras_decay_scheduler(optimizer: torch.optim.Optimizer, decay: float) -> tor
     ----------
     optimizer : torch.optim.Optimizer
     decay : float
-        Keras ``decay`` (3e-3 for the sex model, 2e-3 for the AD model in seed 000; 1e-3 in the released AD code).
+        Keras ``decay``: 3e-3 for the sex model, 2e-3 for the AD model in BrainImageNet (J Big Data 2022),
+        1e-3 in its released AD code.
     """
     return torch.optim.lr_scheduler.LambdaLR(optimizer, KerasDecay(decay))
 
@@ -280,11 +279,12 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
         Writes ``last.pt`` after every epoch (model, optimizer, schedulers, RNG states, history) and ``best.pt``
         when the validation loss improves; the resolved ``args`` go beside each as JSON.
     keep : {"best", "last"}
-        Which weights the model holds on return: the lowest validation loss (seed 000) or the last epoch.
+        Which weights the model holds on return: the lowest validation loss (as in
+        BrainImageNet, J Big Data 2022) or the last epoch.
     resume : path, optional
         A ``last.pt`` to continue from; the result equals an uninterrupted run (same seeds, same loaders).
     mixup_epochs : int
-        Mix-up in epochs ``0 .. mixup_epochs-1`` (seed 001 uses the first 75 of 125).
+        Mix-up in epochs ``0 .. mixup_epochs-1`` (Cerebral Cortex 2022 uses the first 75 of 125).
     epoch_hook : callable(epoch, optimizer), optional
         Called at the start of every epoch (e.g. to set a step learning rate).
     metrics_fn : callable(y_true, scores) -> dict, optional
@@ -304,10 +304,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
         ``train_loss``, ``val_loss``, ``lr`` (per epoch lists), ``val_metrics`` (list of dicts, when
         ``metrics_fn``), ``best_epoch``, ``best_val_loss``, ``epochs_run``.
     """
-    if keep not in ("best", "last"):
-        raise ValueError(f"'keep' should be 'best' or 'last'; {keep!r} was provided")
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"'epochs' should be a positive integer; {epochs!r} was provided")
+    check_choice("keep", keep, ("best", "last"))
+    check_int("epochs", epochs, low=1)
     device = torch.device(device)
     if val_loader is None:
         keep = "last"
@@ -382,7 +380,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
 
 
 def ensemble_scores(score_list) -> np.ndarray:
-    """Plain mean of the fold models' probabilities (seed 000's 5-fold ensemble on independent sets).
+    """Plain mean of the fold models' probabilities (the 5-fold ensemble on independent sets of
+    BrainImageNet, J Big Data 2022).
 
     Parameters
     ----------

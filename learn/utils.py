@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import torch
 
+from surfmap._validation import check_int, invalid
+
 __all__ = [
     "all_gather_numpy",
     "barrier",
@@ -38,9 +40,7 @@ def set_seed(seed: int, *, deterministic: bool = False) -> None:
     deterministic : bool
         Also ask torch for deterministic algorithms (slower on GPU; warns where none exists).
     """
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"'seed' should be a non-negative integer; {seed!r} was provided")
-    seed = int(seed)
+    seed = check_int("seed", seed, low=0)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -62,7 +62,7 @@ def get_device(pref: str | torch.device = "auto") -> torch.device:
     if isinstance(pref, torch.device):
         return pref
     if not isinstance(pref, str):
-        raise ValueError(f"'pref' should be a device name such as 'auto', 'cpu' or 'cuda'; {pref!r} was provided")
+        raise invalid("pref", "a device name such as 'auto', 'cpu' or 'cuda'", repr(pref))
     if pref == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

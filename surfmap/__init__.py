@@ -1,12 +1,15 @@
 """surfmap: flatten cortical surfaces onto the unit square and turn vertex metrics into images.
 
 Conformal map by discrete Ricci flow, area-preserving map by semi-discrete optimal transport,
-barycentric rasterization to 224 x 224 images (seed 001, Cerebral Cortex 2022).
+barycentric rasterization to 224 x 224 images, after "Deep transfer learning for cerebral cortex using
+area-preserving geometry mapping" (Cerebral Cortex 32(14):2972-2984, 2022).
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 __version__ = "0.1.0"
 
@@ -63,6 +66,14 @@ def __dir__():
     return __all__
 
 
-# ``surfmap.distortion`` is both a module and the public function of that module. Bind the function
-# now, so that importing the submodule later (which sets the package attribute once) cannot shadow it.
-from .distortion import Distortion, distortion  # noqa: E402
+class _Package(types.ModuleType):
+    """``surfmap.distortion`` is both a submodule and the public function of that submodule: importing the
+    submodule sets the package attribute to the module, which must not shadow the function."""
+
+    def __setattr__(self, name, value):
+        if name == "distortion" and isinstance(value, types.ModuleType):
+            value = value.distortion
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

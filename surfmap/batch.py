@@ -71,6 +71,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write, atomic_write_bytes, is_tmp_name
 from ._json import json_default
 from .exceptions import BatchError, InputFileNotFoundError, MeshError, SurfmapError
 
@@ -232,46 +233,19 @@ class BatchResult:
 # atomic writes
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def _atomic(path: Path, write) -> Path:
-    """Write through ``write(file)`` to a temporary name beside ``path``, then rename over it.
-
-    A crash or error while writing leaves ``path`` as it was (absent or the old file) and no
-    temporary file behind.
-    """
-    tmp = _tmp_name(path)
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_json_atomic(obj, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=2, default=json_default) + "\n"
-    return _atomic(path, lambda fh: fh.write(text.encode()))
+    return atomic_write_bytes(path, text.encode())
 
 
 def write_npz_atomic(path, **arrays) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _atomic(path, lambda fh: np.savez_compressed(fh, **arrays))
+    return atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
 
 def write_tsv_atomic(rows, columns, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["\t".join(columns)] + ["\t".join(_cell(r.get(c, "")) for c in columns) for r in rows]
     text = "\n".join(lines) + "\n"
-    return _atomic(path, lambda fh: fh.write(text.encode()))
+    return atomic_write_bytes(path, text.encode())
 
 
 def _cell(x) -> str:
@@ -807,7 +781,7 @@ def _remove_stale_tmp(folder: Path) -> None:
     """Temporary files that a killed process left (``.<name>.<pid>.tmp[.npz]``); the folder's lock is ours."""
     if folder.is_dir():
         for p in folder.iterdir():
-            if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".tmp.npz")):
+            if is_tmp_name(p.name):
                 p.unlink(missing_ok=True)
 
 

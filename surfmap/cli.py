@@ -16,8 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .exceptions import ParameterError, SurfmapError
 
@@ -199,6 +197,8 @@ def _check_out(out) -> Path:
 
 
 def cmd_flatten(args) -> int:
+    import numpy as np
+
     from .batch import distortion_dict, write_json_atomic, write_npz_atomic
     from .io import read_mask, read_metric, read_surface
     from .plotting import plot_images, save_figure
@@ -311,6 +311,8 @@ def cmd_batch(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import numpy as np
+
     from .batch import write_json_atomic, write_npz_atomic
     from .distortion import distortion
     from .flatmap import flatten
@@ -322,6 +324,7 @@ def cmd_demo(args) -> int:
     size = _check_size(args.size)
     out = _check_out(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    warm_up = _warm_up()
     tpl = load_template(args.template, args.hemi)
     disk = cut(tpl.mesh, tpl.cortex)
     print(f"template {args.template} {args.hemi} ({tpl.surface_kind}): {tpl.n_vertices} vertices, "
@@ -353,6 +356,8 @@ def cmd_demo(args) -> int:
         files.append(save_figure(fig, out / f"flatmap_{method}.png"))
     fig = plot_distortion_histograms(per_face, title=f"{args.template} {args.hemi}: distortion per face")
     files.append(save_figure(fig, out / "distortion_histograms.png"))
+    print(f"  (seconds: the method's own; compiling or loading surfmap's Numba kernels took {warm_up:.2f} s "
+          "before, on a small mesh)")
     print("  method     seconds  flipped  |log area ratio| p95  dilatation mean (1 = conformal)")
     for method, s in summary.items():
         print(f"  {method:<9} {s['seconds']:>8.2f}  {s.get('n_flipped', '?'):>7}  "
@@ -361,6 +366,30 @@ def cmd_demo(args) -> int:
     for path in files:
         print(f"  {path.name}")
     return 0
+
+
+def _warm_up() -> float:
+    """Seconds to compile surfmap's Numba kernels (first run) or load them from Numba's cache.
+
+    Both methods and the rasterizer run once on a small curved grid, so that the demo's per-method seconds
+    measure the methods, not the compiler: on a fresh install compilation takes many times longer than the
+    fsaverage5 maps themselves (benchmarks/README.md, "Start-up").
+    """
+    import numpy as np
+
+    from .flatmap import flatten
+    from .mesh import Mesh
+    from .raster import Rasterizer
+
+    t0 = time.perf_counter()
+    n = 8
+    x, y = (a.ravel() for a in np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij"))
+    ij = np.arange(n * n).reshape(n, n)[:-1, :-1].ravel()
+    faces = np.concatenate([np.column_stack([ij, ij + n, ij + n + 1]), np.column_stack([ij, ij + n + 1, ij + 1])])
+    mesh = Mesh(np.column_stack([x, y, 0.3 * (x * x + y * y)]), faces)
+    fm = flatten(mesh, np.ones(n * n, bool), method="area")
+    Rasterizer(fm, size=8)(x)
+    return time.perf_counter() - t0
 
 
 def _short_distortion(d: dict) -> dict:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._validation import check_instance
 from .exceptions import MeshError
 from .flatmap import FlatMap
 from .mesh import Mesh, angles_from_lengths, edge_lengths, face_areas
@@ -141,6 +142,8 @@ def distortion(fm: FlatMap, mesh: Mesh | None = None) -> Distortion:
 
     Raises
     ------
+    ArgumentTypeError
+        ``fm`` is not a FlatMap, or ``mesh`` is neither a Mesh nor None (also a TypeError).
     MeshError
         No 3D positions (``mesh`` is None and ``fm.vertices`` is None), or ``fm.vertex_map``
         indexes vertices that ``mesh`` does not have.
@@ -151,11 +154,9 @@ def distortion(fm: FlatMap, mesh: Mesh | None = None) -> Distortion:
     >>> d.n_flipped, d.dilatation_mean      # doctest: +SKIP
     (0, 1.04)
     """
-    if not isinstance(fm, FlatMap):
-        raise TypeError(f"fm: expected a surfmap.FlatMap; found {type(fm).__name__}")
+    check_instance("fm", fm, FlatMap, expected="a surfmap.FlatMap")
     if mesh is not None:
-        if not isinstance(mesh, Mesh):
-            raise MeshError(f"mesh: expected a surfmap.Mesh or None; found {type(mesh).__name__}")
+        check_instance("mesh", mesh, Mesh, expected="a surfmap.Mesh or None")
         top = int(max(fm.vertex_map.max(initial=-1), fm.inserted.max(initial=-1)))
         if top >= mesh.n_vertices:
             raise MeshError(

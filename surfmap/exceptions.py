@@ -17,6 +17,7 @@ __all__ = [
     "ConvergenceError",
     "InputFileNotFoundError",
     "ParameterError",
+    "ArgumentTypeError",
     "BatchError",
 ]
 
@@ -51,6 +52,10 @@ class TemplateError(SurfmapError, ValueError):
 
 class ParameterError(SurfmapError, ValueError):
     """An argument (a tolerance, an option name, a size) is out of its allowed range."""
+
+
+class ArgumentTypeError(ParameterError, TypeError):
+    """An argument of the wrong type (a ParameterError that is also a TypeError)."""
 
 
 class BatchError(SurfmapError, ValueError):

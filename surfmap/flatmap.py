@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from ._json import json_default
 from .exceptions import FormatError, InputFileNotFoundError, MeshError, MetricError, ParameterError
 
@@ -190,8 +190,6 @@ class FlatMap:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(path.suffix + ".npz") if path.suffix else path.with_suffix(".npz")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
         arrays = dict(
             uv=self.uv,
             faces=self.faces,
@@ -205,14 +203,7 @@ class FlatMap:
         if self.n_inserted:
             arrays["inserted"] = self.inserted
             arrays["inserted_weights"] = self.inserted_weights
-        try:
-            with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(path, lambda fh: np.savez_compressed(fh, **arrays))
 
     @classmethod
     def load(cls, path) -> "FlatMap":

@@ -38,13 +38,13 @@ import gzip
 import logging
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write_bytes
 from .exceptions import (
     FormatError,
     InputFileNotFoundError,
@@ -1077,33 +1077,6 @@ def _target(path, kinds: tuple[str, ...], what: str) -> Path:
     return path
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-_UMASK = _read_umask()  # once, at import: os.umask can only be read by setting it
-
-
 def _gifti_bytes(img, path: Path) -> bytes:
     data = img.to_bytes()
     if path.name.lower().endswith(".gz"):
@@ -1206,7 +1179,7 @@ def write_surface(mesh: Mesh, path, *, hemi: str | None = None, geometric_type: 
             datatype="NIFTI_TYPE_INT32",
         )
     )
-    _atomic_write(path, _gifti_bytes(img, path))
+    atomic_write_bytes(path, _gifti_bytes(img, path), fsync=True)
     return path
 
 
@@ -1288,7 +1261,7 @@ def write_metric(values, path, *, intent: str = "shape", hemi: str | None = None
                 meta=_meta(None, meta),
             )
         )
-    _atomic_write(path, _gifti_bytes(img, path))
+    atomic_write_bytes(path, _gifti_bytes(img, path), fsync=True)
     return path
 
 
@@ -1350,7 +1323,7 @@ def write_label(labels, path, *, names: dict | None = None, hemi: str | None = N
     img = GiftiImage(meta=_meta(_writer_hemi(hemi, path)), labeltable=table)
     img.add_gifti_data_array(GiftiDataArray(x, intent="NIFTI_INTENT_LABEL", datatype="NIFTI_TYPE_INT32",
                                             meta=_meta(None, {"Name": map_name} if map_name else None)))
-    _atomic_write(path, _gifti_bytes(img, path))
+    atomic_write_bytes(path, _gifti_bytes(img, path), fsync=True)
     return path
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._atomic import atomic_write
 from .exceptions import ParameterError
 
 __all__ = ["face_distortion", "plot_distortion_histograms", "plot_flatmap", "plot_images", "save_figure"]
@@ -288,12 +289,8 @@ def _zoom_inset(ax, per_map: dict, edges: np.ndarray, bins: int) -> None:
 
 def save_figure(fig, path, dpi: int = 120) -> Path:
     """Write a figure (PNG by the suffix) atomically and close it."""
-    import os
-
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi)
-    os.replace(tmp, path)
+    fmt = path.suffix[1:].lower() or None  # a file object does not tell savefig the format
+    atomic_write(path, lambda fh: fig.savefig(fh, dpi=dpi, format=fmt))
     _pyplot().close(fig)
     return path

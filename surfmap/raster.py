@@ -39,7 +39,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._kernels import raster as _k
-from .exceptions import MeshError, MetricError, ParameterError
+from ._validation import check_choice, check_instance, check_int
+from .exceptions import ArgumentTypeError, MeshError, MetricError, ParameterError
 from .flatmap import FlatMap
 
 __all__ = ["ArgumentTypeError", "Rasterizer", "cached_rasterizer", "check_image_size", "original_count",
@@ -55,15 +56,9 @@ _INSIDE_EPS = 1e-12
 _BLOCK = 4096
 
 
-class ArgumentTypeError(ParameterError, TypeError):
-    """An argument of the wrong type (a SurfmapError that is also a TypeError)."""
-
-
 def _check_flatmap(fm) -> FlatMap:
-    if not isinstance(fm, FlatMap):
-        raise ArgumentTypeError(f"fm: expected a surfmap.FlatMap; found "
-                                f"{type(fm).__name__} (make one with surfmap.flatten or FlatMap.load)")
-    return fm
+    return check_instance("fm", fm, FlatMap, expected="a surfmap.FlatMap",
+                          hint="Make one with surfmap.flatten or FlatMap.load")
 
 
 def original_count(fm: FlatMap) -> int | None:
@@ -94,9 +89,7 @@ def pixel_centres(size: int) -> np.ndarray:
 
 
 def _check_size(size) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ParameterError(f"size: expected a positive integer number of pixels (e.g. 224); found {size!r}")
-    return check_image_size(int(size))
+    return check_image_size(check_int("size", size, low=1, hint="Pass the image side in pixels, e.g. 224"))
 
 
 # bytes per pixel of building the operator (pixel faces, weights, CSR rows, columns and values)
@@ -149,9 +142,9 @@ class Rasterizer:
     mode : {"barycentric", "area"}
         ``"barycentric"`` (default): each pixel takes the linear interpolation, on the face holding
         its centre, of the face's three vertex values (exact for functions linear on each face).
-        ``"area"``: seed 001's "average of the points that fall within the same pixel": the mean
-        of the values of the vertices whose ``uv`` lies in the pixel; pixels holding no vertex
-        take the barycentric value.
+        ``"area"``: "average of the points that fall within the same pixel" (Cerebral Cortex 2022):
+        the mean of the values of the vertices whose ``uv`` lies in the pixel; pixels holding no
+        vertex take the barycentric value.
     nan_policy : {"raise", "ignore", "propagate"}
         What a non-finite value at a vertex that the image uses does. ``"raise"`` (default): raise
         :class:`~surfmap.MetricError`. ``"ignore"``: renormalise each pixel's weights over its
@@ -186,10 +179,8 @@ class Rasterizer:
                  nan_policy: str = "raise", fill_value: float = np.nan):
         _check_flatmap(fm)
         self.size = _check_size(size)
-        if mode not in MODES:
-            raise ParameterError(f"mode: expected one of {MODES}; found {mode!r}")
-        if nan_policy not in NAN_POLICIES:
-            raise ParameterError(f"nan_policy: expected one of {NAN_POLICIES}; found {nan_policy!r}")
+        check_choice("mode", mode, MODES)
+        check_choice("nan_policy", nan_policy, NAN_POLICIES)
         if len(fm.faces) == 0:
             raise MeshError("fm: the flat map has no faces; nothing to rasterize")
         if not np.all(np.isfinite(fm.uv)):

@@ -15,6 +15,6 @@ Modules (import them directly; ``import learn.surface`` itself does not import t
 - :mod:`learn.surface.cli`: ``surfmap-learn surface run --config FILE`` and ``synth``.
 """
 
-# surfmap's kernels choose Numba's workqueue threading layer on import (see surfmap._kernels), so that
-# flattening and torch training can share one process.
-import surfmap._kernels  # noqa: E402,F401
+# Numba's threading layer (workqueue, so that flattening and torch training can share one process) is chosen
+# by surfmap._kernels, which every surfmap kernel imports before it runs: nothing to import here (importing Numba
+# would cost ``surfmap-learn surface --help`` a second).

@@ -52,7 +52,7 @@ from pathlib import Path
 
 from learn import ConfigError, LearnError
 
-from .train import CVConfig, ModelConfig, ScheduleConfig
+from .config import CVConfig, ModelConfig, ScheduleConfig
 
 __all__ = ["DataConfig", "RunConfig", "SyntheticConfig", "load_dataset", "main", "run_experiment"]
 

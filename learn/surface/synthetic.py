@@ -42,6 +42,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import dijkstra
 
 from learn import ConfigError, DataError
+from surfmap._atomic import atomic_write
 
 __all__ = [
     "FS_METRIC_FILES",
@@ -260,10 +261,7 @@ def laplacian_eigenmodes(mesh, n_modes: int = 100, *, cache_dir=None) -> tuple[n
     out = (np.ascontiguousarray(evals), np.ascontiguousarray(evecs))
     _EIGEN_CACHE[key] = out
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, evals=out[0], evecs=out[1])
-        os.replace(tmp, path)
+        atomic_write(path, lambda fh: np.savez(fh, evals=out[0], evecs=out[1]))
     return out
 
 

@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from learn import DataError
 from learn.cv import check_disjoint
+from surfmap._atomic import atomic_write
 from surfmap.exceptions import FormatError, InputFileNotFoundError
 
 __all__ = [
@@ -315,10 +316,7 @@ class VolumeDataset(Dataset):
         if self.cache == "memory":
             self._store[rid] = x.astype(np.float16)
         elif self.cache == "disk":
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache_dir / f".{rid}.{np.random.randint(1 << 30)}.npy"
-            np.save(tmp, x.astype(np.float16))
-            tmp.replace(self.cache_dir / f"{rid}.npy")
+            atomic_write(self.cache_dir / f"{rid}.npy", lambda fh: np.save(fh, x.astype(np.float16)))
         return x
 
     def __getitem__(self, i):

@@ -45,7 +45,7 @@ def test_load_config_unknown_key(tmp_path):
 def test_load_config_wrong_type(tmp_path):
     p = tmp_path / "c.toml"
     p.write_text('epochs = "ten"\n')
-    with pytest.raises(ConfigError, match="'epochs' should be an integer"):
+    with pytest.raises(ConfigError, match="config key 'epochs': expected an integer; found"):
         load_config(p, Exp)
 
 

@@ -5,6 +5,8 @@ import pytest
 import scipy.sparse as sp
 from scipy.spatial import Delaunay
 
+from _meshes import make_grid
+
 import surfmap
 from surfmap import conformal as C
 from surfmap._kernels import conformal as K
@@ -18,16 +20,9 @@ from surfmap.mesh import Mesh, boundary_loop, corner_angles, cotangent_laplacian
 def grid(nx, ny, a=1.0, b=1.0):
     """Flat a x b rectangle, (nx+1) x (ny+1) vertices, CCW faces with alternating diagonals (every
     corner has 2 faces when nx, ny are even); returns mesh and corner ids."""
-    x, y = np.meshgrid(np.linspace(0, a, nx + 1), np.linspace(0, b, ny + 1))
-    V = np.column_stack([x.ravel(), y.ravel(), np.zeros(x.size)])
-    idx = np.arange((nx + 1) * (ny + 1)).reshape(ny + 1, nx + 1)
-    F = []
-    for j in range(ny):
-        for i in range(nx):
-            p, q, r, s = idx[j, i], idx[j, i + 1], idx[j + 1, i + 1], idx[j + 1, i]
-            F += [[p, q, r], [p, r, s]] if (i + j) % 2 == 0 else [[p, q, s], [q, r, s]]
-    corners = np.array([idx[0, 0], idx[0, nx], idx[ny, nx], idx[ny, 0]])
-    return Mesh(V, np.array(F)), corners
+    mesh = make_grid(nx + 1, ny + 1, a, b, alternate=True)
+    corners = np.array([0, nx, (nx + 1) * (ny + 1) - 1, (nx + 1) * ny])
+    return mesh, corners
 
 
 def disk_points(rings=7, jitter=0.0, seed=0):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import surfmap
-from surfmap.exceptions import MeshError
+from surfmap.exceptions import ArgumentTypeError, MeshError
 from surfmap.flatmap import FlatMap
 from surfmap.mesh import Mesh
 
@@ -91,7 +91,7 @@ def test_distortion_argument_types():
     fm = flat(mesh, mesh.vertices[:, :2])
     with pytest.raises(TypeError, match="fm: expected a surfmap.FlatMap; found Mesh"):
         surfmap.distortion(mesh)
-    with pytest.raises(MeshError, match="mesh: expected a surfmap.Mesh or None; found ndarray"):
+    with pytest.raises(ArgumentTypeError, match="mesh: expected a surfmap.Mesh or None; found ndarray"):
         surfmap.distortion(fm, mesh.vertices)
 
 

@@ -182,102 +182,71 @@ def test_read_surface_ply_roundtrip(tmp_path, f32_mesh):
     np.testing.assert_array_equal(m.faces, f32_mesh.faces)
 
 
-def test_read_surface_missing_file(tmp_path):
-    with pytest.raises(InputFileNotFoundError, match="no such file"):
-        read_surface(tmp_path / "lh.white")
+def _write_bytes(name, data):
+    """A case builder: ``name`` in the test folder holding ``data`` (bytes or text)."""
+    def build(tmp_path, mesh, values):
+        path = tmp_path / name
+        path.write_bytes(data if isinstance(data, bytes) else data.encode())
+        return path
+    return build
 
 
-def test_read_surface_unknown_format(tmp_path):
-    path = tmp_path / "mesh.xyz"
-    path.write_bytes(b"\x00\x01\x02 something else entirely")
-    with pytest.raises(FormatError, match="unknown or unsupported format"):
-        read_surface(path)
+def _fs_surface_bad_face(tmp_path, mesh, values):
+    F = mesh.faces.copy()
+    F[5, 1] = mesh.n_vertices + 3
+    write_geometry(str(tmp_path / "lh.white"), mesh.vertices, F)
+    return tmp_path / "lh.white"
 
 
-def test_read_surface_empty_file(tmp_path):
-    path = tmp_path / "lh.white"
-    path.write_bytes(b"")
-    with pytest.raises(FormatError, match="empty"):
-        read_surface(path)
-
-
-def test_read_surface_freesurfer_truncated(tmp_path, f32_mesh):
-    path = tmp_path / "lh.white"
-    write_geometry(str(path), f32_mesh.vertices, f32_mesh.faces)
-    _truncate(path, 0.6)
-    with pytest.raises(FormatError, match=re.escape(str(path)) + ".*truncated"):
-        read_surface(path)
-
-
-def test_read_surface_gifti_truncated(tmp_path, f32_mesh):
-    path = write_surface(f32_mesh, tmp_path / "m.surf.gii")
-    _truncate(path, 0.7)
-    with pytest.raises(FormatError, match=re.escape(str(path)) + ".*truncated or corrupt"):
-        read_surface(path)
-
-
-def test_read_surface_ply_corrupt(tmp_path):
-    path = tmp_path / "m.ply"
-    path.write_bytes(b"ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\nend_header\n1 2\n")
-    with pytest.raises(SurfmapError, match=re.escape(str(path))):
-        read_surface(path)
-
-
-def test_read_surface_faces_index_missing_vertices(tmp_path, f32_mesh):
-    path = tmp_path / "lh.white"
-    F = f32_mesh.faces.copy()
-    F[5, 1] = f32_mesh.n_vertices + 3
-    write_geometry(str(path), f32_mesh.vertices, F)
-    with pytest.raises(MeshError, match=re.escape(str(path)) + ".*do not exist"):
-        read_surface(path)
-
-
-def test_read_surface_obj_faces_index_missing_vertices(tmp_path):
-    path = tmp_path / "bad.obj"
-    path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 2 3 4\n")
-    with pytest.raises(MeshError, match=re.escape(str(path)) + ".*vertices that do not exist"):
-        read_surface(path)
-
-
-def test_read_surface_off_faces_index_missing_vertices(tmp_path):
-    path = tmp_path / "bad.off"
-    path.write_text("OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n3 1 2 5\n")
-    with pytest.raises(MeshError, match=re.escape(str(path)) + ".*vertices that do not exist"):
-        read_surface(path)
-
-
-def test_read_surface_nan_coordinates(tmp_path, f32_mesh):
-    V = f32_mesh.vertices.copy()
+def _gifti_nan_coordinates(tmp_path, mesh, values):
+    V = mesh.vertices.copy()
     V[7] = [np.nan, 0, np.inf]
-    path = _gifti_surface(tmp_path / "nan.surf.gii", V, f32_mesh.faces)
-    with pytest.raises(MeshError, match=re.escape(str(path)) + ".*NaN or infinite"):
-        read_surface(path)
+    return _gifti_surface(tmp_path / "nan.surf.gii", V, mesh.faces)
 
 
-def test_read_surface_gifti_non_triangular_faces(tmp_path, grid_mesh):
-    quads = np.array([[0, 1, 7, 6], [1, 2, 8, 7]])
-    path = _gifti_surface(tmp_path / "quads.surf.gii", grid_mesh.vertices, quads)
-    with pytest.raises(MeshError, match=re.escape(str(path)) + ".*must be triangles"):
-        read_surface(path)
+def _fs_surface_truncated(tmp_path, mesh, values):
+    write_geometry(str(tmp_path / "lh.white"), mesh.vertices, mesh.faces)
+    return _truncate(tmp_path / "lh.white", 0.6)
 
 
-def test_read_surface_obj_non_triangular_faces(tmp_path):
-    path = tmp_path / "quad.obj"
-    path.write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3 4\n")
-    with pytest.raises(MeshError, match=re.escape(str(path)) + ".*must be triangles"):
-        read_surface(path)
+def _fs_morph(tmp_path, mesh, values, name="lh.thickness"):
+    write_morph_data(str(tmp_path / name), values)
+    return tmp_path / name
 
 
-def test_read_surface_of_a_metric_file(tmp_path, values):
-    path = tmp_path / "lh.thickness"
-    write_morph_data(str(path), values)
-    with pytest.raises(FormatError, match="read_metric"):
-        read_surface(path)
+# (case builder(tmp_path, mesh, values) -> path, error, message after the path); every message names the file
+READ_SURFACE_ERRORS = {
+    "missing": (lambda tmp_path, mesh, values: tmp_path / "lh.white", InputFileNotFoundError, "no such file"),
+    "unknown-format": (_write_bytes("mesh.xyz", b"\x00\x01\x02 something else entirely"), FormatError,
+                       "unknown or unsupported format"),
+    "empty": (_write_bytes("lh.white", b""), FormatError, "empty"),
+    "freesurfer-truncated": (_fs_surface_truncated, FormatError, "truncated"),
+    "gifti-truncated": (lambda tmp_path, mesh, values: _truncate(write_surface(mesh, tmp_path / "m.surf.gii"), 0.7),
+                        FormatError, "truncated or corrupt"),
+    "ply-corrupt": (_write_bytes("m.ply", "ply\nformat ascii 1.0\nelement vertex 3\nproperty float x\n"
+                                          "end_header\n1 2\n"), SurfmapError, ""),
+    "freesurfer-face-beyond-vertices": (_fs_surface_bad_face, MeshError, "do not exist"),
+    "obj-face-beyond-vertices": (_write_bytes("bad.obj", "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nf 2 3 4\n"), MeshError,
+                                 "vertices that do not exist"),
+    "off-face-beyond-vertices": (_write_bytes("bad.off", "OFF\n3 2 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n3 1 2 5\n"),
+                                 MeshError, "vertices that do not exist"),
+    "nan-coordinates": (_gifti_nan_coordinates, MeshError, "NaN or infinite"),
+    "gifti-quads": (lambda tmp_path, mesh, values: _gifti_surface(tmp_path / "quads.surf.gii", mesh.vertices,
+                                                                  np.array([[0, 1, 7, 6], [1, 2, 8, 7]])),
+                    MeshError, "must be triangles"),
+    "obj-quads": (_write_bytes("quad.obj", "v 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nf 1 2 3 4\n"), MeshError,
+                  "must be triangles"),
+    "a-metric-file": (_fs_morph, FormatError, "read_metric"),
+    "gifti-without-pointset": (lambda tmp_path, mesh, values: write_metric(values, tmp_path / "t.shape.gii"),
+                               FormatError, "POINTSET"),
+}
 
 
-def test_read_surface_gifti_without_pointset(tmp_path, values):
-    path = write_metric(values, tmp_path / "t.shape.gii")
-    with pytest.raises(FormatError, match="POINTSET"):
+@pytest.mark.parametrize("case", sorted(READ_SURFACE_ERRORS))
+def test_read_surface_refuses(tmp_path, f32_mesh, values, case):
+    build, error, message = READ_SURFACE_ERRORS[case]
+    path = build(tmp_path, f32_mesh, values)
+    with pytest.raises(error, match=re.escape(str(path)) + ".*" + message):
         read_surface(path)
 
 
@@ -302,12 +271,38 @@ def test_read_metric_freesurfer_old_format(tmp_path):
     np.testing.assert_allclose(read_metric(path), vals, rtol=0, atol=1e-12)
 
 
-def test_read_metric_freesurfer_truncated(tmp_path, values):
-    path = tmp_path / "lh.sulc"
-    write_morph_data(str(path), values)
-    _truncate(path, 0.8)
-    with pytest.raises(FormatError, match=re.escape(str(path)) + ".*truncated"):
-        read_metric(path)
+def _mgh_truncated(tmp_path, mesh, values):
+    nib.save(nib.MGHImage(values.astype(np.float32).reshape(-1, 1, 1), np.eye(4)), str(tmp_path / "t.mgz"))
+    return _truncate(tmp_path / "t.mgz", 0.5)
+
+
+def _gifti_without_arrays(tmp_path, mesh, values):
+    nib.save(GiftiImage(), str(tmp_path / "empty.shape.gii"))
+    return tmp_path / "empty.shape.gii"
+
+
+# (case builder, read_metric keywords given the values, error, message after the path)
+READ_METRIC_ERRORS = {
+    "missing": (lambda tmp_path, mesh, values: tmp_path / "lh.thickness", {}, InputFileNotFoundError, ""),
+    "freesurfer-truncated": (lambda tmp_path, mesh, values: _truncate(_fs_morph(tmp_path, mesh, values, "lh.sulc"),
+                                                                      0.8), {}, FormatError, "truncated"),
+    "mgh-truncated": (_mgh_truncated, {}, FormatError, ""),
+    "gifti-truncated": (lambda tmp_path, mesh, values: _truncate(write_metric(values, tmp_path / "t.shape.gii"), 0.5),
+                        {}, FormatError, "truncated or corrupt"),
+    "gifti-without-arrays": (_gifti_without_arrays, {}, FormatError, "holds no data array"),
+    "a-surface-file": (lambda tmp_path, mesh, values: write_surface(mesh, tmp_path / "m.surf.gii"), {}, FormatError,
+                       "read_surface"),
+    "length-differs-from-vertex-count": (_fs_morph, {"n_vertices": 146}, MetricError, "expected 146 values.*found 145"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(READ_METRIC_ERRORS))
+def test_read_metric_refuses(tmp_path, f32_mesh, values, case):
+    build, kwargs, error, message = READ_METRIC_ERRORS[case]
+    assert len(values) == 145  # the numbers in the messages above
+    path = build(tmp_path, f32_mesh, values)
+    with pytest.raises(error, match=re.escape(str(path)) + ".*" + message):
+        read_metric(path, **kwargs)
 
 
 @pytest.mark.parametrize("name", ["t.mgh", "t.mgz"])
@@ -315,14 +310,6 @@ def test_read_metric_mgh_roundtrip(tmp_path, values, name):
     path = tmp_path / name
     nib.save(nib.MGHImage(values.astype(np.float32).reshape(-1, 1, 1), np.eye(4)), str(path))
     np.testing.assert_array_equal(read_metric(path), values)
-
-
-def test_read_metric_mgh_truncated(tmp_path, values):
-    path = tmp_path / "t.mgz"
-    nib.save(nib.MGHImage(values.astype(np.float32).reshape(-1, 1, 1), np.eye(4)), str(path))
-    _truncate(path, 0.5)
-    with pytest.raises(FormatError, match=re.escape(str(path))):
-        read_metric(path)
 
 
 @pytest.mark.parametrize("name", ["t.shape.gii", "t.func.gii", "t.shape.gii.gz"])
@@ -347,13 +334,6 @@ def test_read_metric_gifti_other_hemisphere(tmp_path, values):
     np.testing.assert_array_equal(read_metric(path, hemi="left"), values)
     with pytest.raises(MetricError, match="CortexLeft"):
         read_metric(path, hemi="right")
-
-
-def test_read_metric_gifti_truncated(tmp_path, values):
-    path = write_metric(values, tmp_path / "t.shape.gii")
-    _truncate(path, 0.5)
-    with pytest.raises(FormatError, match=re.escape(str(path)) + ".*truncated or corrupt"):
-        read_metric(path)
 
 
 def test_read_metric_text_and_npy(tmp_path, values):
@@ -413,24 +393,6 @@ def test_read_metric_cifti_unknown_map_name(tmp_path):
         read_metric(path, hemi="left", map_index="b")
 
 
-def test_read_metric_length_differs_from_vertex_count(tmp_path, values):
-    path = tmp_path / "lh.thickness"
-    write_morph_data(str(path), values)
-    with pytest.raises(MetricError, match=f"expected {len(values) + 1} values.*found {len(values)}"):
-        read_metric(path, n_vertices=len(values) + 1)
-
-
-def test_read_metric_of_a_surface_file(tmp_path, f32_mesh):
-    path = write_surface(f32_mesh, tmp_path / "m.surf.gii")
-    with pytest.raises(FormatError, match="read_surface"):
-        read_metric(path)
-
-
-def test_read_metric_missing_file(tmp_path):
-    with pytest.raises(InputFileNotFoundError, match="lh.thickness"):
-        read_metric(tmp_path / "lh.thickness")
-
-
 # ---------------------------------------------------------------------------------------------
 # check_metric
 
@@ -440,30 +402,21 @@ def test_check_metric_converts_column():
     assert x.dtype == np.float64 and x.shape == (4,) and x.flags.c_contiguous
 
 
-def test_check_metric_wrong_length():
-    with pytest.raises(MetricError, match="thick: expected 5 values.*found 4"):
-        check_metric(np.zeros(4), 5, "thick")
-
-
-def test_check_metric_wrong_shape():
-    with pytest.raises(MetricError, match=r"found shape \(4, 2\)"):
-        check_metric(np.zeros((4, 2)), 4)
-
-
-def test_check_metric_infinite():
-    with pytest.raises(MetricError, match="1 values are infinite.*vertex 2"):
-        check_metric([0.0, 1.0, np.inf], 3)
+@pytest.mark.parametrize("x, n, message", [
+    (np.zeros(4), 5, "thick: expected 5 values.*found 4"),
+    (np.zeros((4, 2)), 4, r"thick: .*found shape \(4, 2\)"),
+    ([0.0, 1.0, np.inf], 3, "thick: 1 values are infinite.*vertex 2"),
+    (["a", "b"], 2, "thick: expected numbers"),
+], ids=["length", "shape", "infinite", "not-numeric"])
+def test_check_metric_refuses(x, n, message):
+    with pytest.raises(MetricError, match=message):
+        check_metric(x, n, "thick")
 
 
 def test_check_metric_nan_refused_when_asked():
     np.testing.assert_array_equal(np.isnan(check_metric([0.0, np.nan], 2)), [False, True])
     with pytest.raises(MetricError, match="NaN"):
         check_metric([0.0, np.nan], 2, allow_nan=False)
-
-
-def test_check_metric_not_numeric():
-    with pytest.raises(MetricError, match="expected numbers"):
-        check_metric(["a", "b"], 2)
 
 
 def test_normalize_hemi_aliases_and_error():
@@ -490,32 +443,49 @@ def test_read_mask_freesurfer_label(tmp_path):
     np.testing.assert_array_equal(np.flatnonzero(keep), [1, 4, 5, 9])
 
 
-def test_read_mask_freesurfer_label_truncated(tmp_path):
+def _fs_label_truncated(tmp_path):
     path = _fs_label(tmp_path / "lh.cortex.label", [1, 4, 5, 9])
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join(lines[:-2]) + "\n")
-    with pytest.raises(FormatError, match=re.escape(str(path)) + ".*announces 4 vertices, 2 were read"):
-        read_mask(path, 12)
+    path.write_text("\n".join(path.read_text().splitlines()[:-2]) + "\n")
+    return path
 
 
-def test_read_mask_freesurfer_label_corrupt(tmp_path):
-    path = tmp_path / "lh.cortex.label"
-    path.write_text("#!ascii label\nfour\n1 0 0 0 0\n")
-    with pytest.raises(FormatError, match="truncated or corrupt"):
-        read_mask(path, 12)
+def _text_file(name, text):
+    def build(tmp_path):
+        (tmp_path / name).write_text(text)
+        return tmp_path / name
+    return build
 
 
-def test_read_metric_gifti_without_arrays(tmp_path):
-    path = tmp_path / "empty.shape.gii"
-    nib.save(GiftiImage(), str(path))
-    with pytest.raises(FormatError, match="holds no data array"):
-        read_metric(path)
+# (case builder(tmp_path) -> path, n_vertices, error, message after the path)
+READ_MASK_ERRORS = {
+    "missing": (lambda tmp_path: tmp_path / "lh.cortex.label", 10, InputFileNotFoundError, "no such file"),
+    "label-truncated": (_fs_label_truncated, 12, FormatError, "announces 4 vertices, 2 were read"),
+    "label-corrupt": (_text_file("lh.cortex.label", "#!ascii label\nfour\n1 0 0 0 0\n"), 12, FormatError,
+                      "truncated or corrupt"),
+    "label-beyond-surface": (lambda tmp_path: _fs_label(tmp_path / "lh.cortex.label", [1, 40]), 12, MaskError,
+                             "vertex 40.*12 vertices"),
+    "gifti-label-no-match": (lambda tmp_path: _gifti_label(tmp_path / "lh.label.gii", [0, 1, 1], {0: "???", 1: "V1"}),
+                             3, MaskError, r"no label matches \['cortex'\].*'V1'"),
+    "gifti-label-wrong-length": (lambda tmp_path: _gifti_label(tmp_path / "lh.label.gii", [0, 1, 1],
+                                                               {0: "???", 1: "Cortex"}),
+                                 5, MaskError, "expected 5 labels"),
+    "numeric-not-binary": (lambda tmp_path: write_metric([1.0, 0.5, 0.0], tmp_path / "roi.shape.gii"), 3, MaskError,
+                           "expected a 0/1 mask.*0.5"),
+    "numeric-wrong-length": (lambda tmp_path: write_metric([1.0, 1.0, 0.0], tmp_path / "roi.shape.gii"), 4, MaskError,
+                             "expected 4 values"),
+    "selects-no-vertex": (lambda tmp_path: write_metric(np.zeros(6), tmp_path / "roi.shape.gii"), 6, MaskError,
+                          "selects no vertex"),
+    "bad-n-vertices": (lambda tmp_path: _fs_label(tmp_path / "lh.cortex.label", [1]), 0, MaskError,
+                       "'n_vertices' should be a positive int"),
+}
 
 
-def test_read_mask_freesurfer_label_beyond_surface(tmp_path):
-    path = _fs_label(tmp_path / "lh.cortex.label", [1, 40])
-    with pytest.raises(MaskError, match="vertex 40.*12 vertices"):
-        read_mask(path, 12)
+@pytest.mark.parametrize("case", sorted(READ_MASK_ERRORS))
+def test_read_mask_refuses(tmp_path, case):
+    build, n_vertices, error, message = READ_MASK_ERRORS[case]
+    path = build(tmp_path)
+    with pytest.raises(error, match=re.escape(str(path)) + ".*" + message if case != "bad-n-vertices" else message):
+        read_mask(path, n_vertices)
 
 
 def _gifti_label(path, keys, table):
@@ -537,18 +507,6 @@ def test_read_mask_gifti_label_by_name(tmp_path):
     np.testing.assert_array_equal(read_mask(path, 8, label=["cortex_left", "medial_wall"]), keys > 0)
 
 
-def test_read_mask_gifti_label_no_match(tmp_path):
-    path = _gifti_label(tmp_path / "lh.label.gii", [0, 1, 1], {0: "???", 1: "V1"})
-    with pytest.raises(MaskError, match=r"no label matches \['cortex'\].*'V1'"):
-        read_mask(path, 3)
-
-
-def test_read_mask_gifti_label_wrong_length(tmp_path):
-    path = _gifti_label(tmp_path / "lh.label.gii", [0, 1, 1], {0: "???", 1: "Cortex"})
-    with pytest.raises(MaskError, match="expected 5 labels"):
-        read_mask(path, 5)
-
-
 def test_read_mask_annot(tmp_path):
     labels = np.array([0, 1, 1, 2, -1, 1])
     ctab = np.array([[25, 5, 25, 0, 0], [10, 200, 20, 0, 0], [220, 20, 10, 0, 0]])
@@ -563,41 +521,12 @@ def test_read_mask_numeric_shape_file(tmp_path):
     np.testing.assert_array_equal(read_mask(path, 5), keep == 1)
 
 
-def test_read_mask_numeric_not_binary(tmp_path):
-    path = write_metric([1.0, 0.5, 0.0], tmp_path / "roi.shape.gii")
-    with pytest.raises(MaskError, match="expected a 0/1 mask.*0.5"):
-        read_mask(path, 3)
-
-
-def test_read_mask_numeric_wrong_length(tmp_path):
-    path = write_metric([1.0, 1.0, 0.0], tmp_path / "roi.shape.gii")
-    with pytest.raises(MaskError, match="expected 4 values"):
-        read_mask(path, 4)
-
-
-def test_read_mask_selects_no_vertex(tmp_path):
-    path = write_metric(np.zeros(6), tmp_path / "roi.shape.gii")
-    with pytest.raises(MaskError, match="selects no vertex"):
-        read_mask(path, 6)
-
-
 def test_read_mask_every_vertex_then_cut_of_closed_mesh(tmp_path, icosphere_mesh):
     path = _fs_label(tmp_path / "lh.all.label", np.arange(icosphere_mesh.n_vertices))
     keep = read_mask(path, icosphere_mesh.n_vertices)
     assert keep.all()  # allowed here; the cut of a closed surface refuses it
     with pytest.raises(MaskError, match="every vertex of the closed mesh"):
         cut(icosphere_mesh, keep)
-
-
-def test_read_mask_bad_n_vertices(tmp_path):
-    path = _fs_label(tmp_path / "lh.cortex.label", [1])
-    with pytest.raises(MaskError, match="'n_vertices' should be a positive int"):
-        read_mask(path, 0)
-
-
-def test_read_mask_missing_file(tmp_path):
-    with pytest.raises(InputFileNotFoundError, match="no such file"):
-        read_mask(tmp_path / "lh.cortex.label", 10)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from matplotlib.tri import LinearTriInterpolator, Triangulation
 
+from _meshes import make_grid
+
 from surfmap.exceptions import MeshError, MetricError
 from surfmap.flatmap import FlatMap
 from surfmap.raster import Rasterizer, cached_rasterizer, pixel_centres, rasterize
@@ -13,18 +15,13 @@ from surfmap.raster import Rasterizer, cached_rasterizer, pixel_centres, rasteri
 
 def grid_map(n=21, jitter=0.3, seed=0, offset=0):
     """A triangulated n x n grid of the unit square, interior vertices jittered."""
-    g = np.linspace(0.0, 1.0, n)
-    U, V = np.meshgrid(g, g)
-    uv = np.column_stack([U.ravel(), V.ravel()])
+    grid = make_grid(n)
+    uv = grid.vertices[:, :2].copy()
     inner = (uv > 0).all(1) & (uv < 1).all(1)
     rng = np.random.default_rng(seed)
     uv[inner] += rng.uniform(-jitter, jitter, (inner.sum(), 2)) / (n - 1)
-    idx = np.arange(n * n).reshape(n, n)
-    a, b = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel()
-    c, d = idx[1:, 1:].ravel(), idx[1:, :-1].ravel()
-    F = np.concatenate([np.column_stack([a, b, c]), np.column_stack([a, c, d])])
-    corners = [idx[0, 0], idx[0, -1], idx[-1, -1], idx[-1, 0]]
-    return FlatMap(uv, F, np.arange(n * n) + offset, corners)
+    corners = [0, n - 1, n * n - 1, n * (n - 1)]
+    return FlatMap(uv, grid.faces, np.arange(n * n) + offset, corners)
 
 
 def reference_image(fm, x, size):

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from _meshes import make_grid
+
 import surfmap
 from surfmap.exceptions import ConvergenceError, MeshError
 from surfmap.mesh import Mesh, face_areas, vertex_areas
@@ -17,17 +19,12 @@ from surfmap.transport import (
 
 def grid_mesh(k, xmap=None):
     """(k+1) x (k+1) vertex grid of the unit square, alternating diagonals, CCW faces."""
-    t = np.linspace(0.0, 1.0, k + 1)
-    X, Y = np.meshgrid(t, t, indexing="xy")
-    V = np.column_stack([X.ravel(), Y.ravel(), np.zeros(X.size)])
-    if xmap is not None:
-        V[:, 0] = xmap(V[:, 0])
-    F = []
-    for j in range(k):
-        for i in range(k):
-            a, b, c, d = j * (k + 1) + i, j * (k + 1) + i + 1, (j + 1) * (k + 1) + i + 1, (j + 1) * (k + 1) + i
-            F += [[a, b, c], [a, c, d]] if (i + j) % 2 == 0 else [[a, b, d], [b, c, d]]
-    return Mesh(V, np.array(F))
+    mesh = make_grid(k + 1, alternate=True)
+    if xmap is None:
+        return mesh
+    V = mesh.vertices.copy()
+    V[:, 0] = xmap(V[:, 0])
+    return Mesh(V, mesh.faces)
 
 
 def random_sites(n, seed):
