@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ from learn.metrics import binary_metrics, bootstrap_ci
 from learn.training import evaluate, fit
 from learn.utils import get_device, is_distributed, is_main_process, progress_enabled, set_seed
 
+from .config import CVConfig, ModelConfig, ScheduleConfig
 from .dataset import Normalizer, SurfaceImageDataset
 from .models import build_model
 
@@ -53,81 +53,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ScheduleConfig:
-    """Seed 001's training schedule (the defaults) with every number exposed."""
-
-    epochs: int = 125
-    mixup_epochs: int = 75
-    lr: float = 0.01
-    lr_step_epochs: int = 25
-    lr_gamma: float = 0.1
-    final_lr: float = 1e-4
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    mixup_alpha: float = 1.0
-
-    def __post_init__(self):
-        if self.epochs < 1 or not 0 <= self.mixup_epochs <= self.epochs:
-            raise ConfigError(
-                f"schedule: expected epochs >= 1 and 0 <= mixup_epochs <= epochs; found epochs={self.epochs}, "
-                f"mixup_epochs={self.mixup_epochs}"
-            )
-        if self.lr <= 0 or self.final_lr <= 0 or self.lr_step_epochs < 1 or not 0 < self.lr_gamma <= 1:
-            raise ConfigError(
-                "schedule: expected lr > 0, final_lr > 0, lr_step_epochs >= 1 and 0 < lr_gamma <= 1; found "
-                f"lr={self.lr}, final_lr={self.final_lr}, lr_step_epochs={self.lr_step_epochs}, "
-                f"lr_gamma={self.lr_gamma}"
-            )
-        if self.batch_size < 2:
-            raise ConfigError(f"schedule: 'batch_size' should be at least 2; {self.batch_size} was provided")
-
-
-@dataclass
-class ModelConfig:
-    """Which network: ``name`` in resnet18 / resnet34 / resnet50 / densenet121 / tiny; ``weights`` "imagenet",
-    a file path, or None / "none" / "scratch" (from scratch; TOML has no null)."""
-
-    name: str = "resnet50"
-    weights: str | None = "imagenet"
-    tiny_width: int = 16
-    tiny_depth: int = 3
-
-    def __post_init__(self):
-        if isinstance(self.weights, str) and self.weights.strip().lower() in ("none", "scratch", ""):
-            self.weights = None
-
-
-@dataclass
-class CVConfig:
-    """Cross-validation: ``scheme`` "kfold" (stratified, grouped by subject) or "loso" (leave one site out).
-
-    ``inner_splits >= 2`` also runs, inside every outer training set, an inner grouped K-fold whose
-    out-of-fold predictions (rows with ``role = "inner"``) are the leakage-free training features of a stacker
-    (:mod:`learn.surface.stacking`): they come from models that never saw the outer test fold.
-    """
-
-    scheme: str = "kfold"
-    n_splits: int = 10
-    seed: int = 0
-    per_channel: bool = True
-    normalization: str = "channel"
-    bootstrap_rounds: int = 1000
-    shuffle_labels: bool = False
-    inner_splits: int = 0
-
-    def __post_init__(self):
-        if self.scheme not in ("kfold", "loso"):
-            raise ConfigError(f"cv 'scheme' should be 'kfold' or 'loso'; {self.scheme!r} was provided")
-        if self.normalization not in ("channel", "pixel", "none"):
-            raise ConfigError(
-                f"cv 'normalization' should be 'channel', 'pixel' or 'none'; {self.normalization!r} was provided"
-            )
-        if self.inner_splits == 1 or self.inner_splits < 0:
-            raise ConfigError(f"cv 'inner_splits' should be 0 (off) or >= 2; {self.inner_splits} was provided")
 
 
 class SeedSchedule:
@@ -280,7 +205,8 @@ def summarize_predictions(pred: pd.DataFrame, *, bootstrap_rounds: int = 1000, s
 def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, schedule: ScheduleConfig,
                    cv: CVConfig, out_dir=None, device="auto", seed: int = 0, amp: bool = False,
                    progress: bool = True, num_workers: int = 0, resume: bool = True, keep_models: bool = True,
-                   args=None, channels=None, init_states: dict | None = None, reset_head: bool = True) -> dict:
+                   args=None, channels=None, init_states: dict | None = None, reset_head: bool = True,
+                   on_unit=None) -> dict:
     """Cross-validate one network per channel (or one on all channels) and save every prediction.
 
     Parameters
@@ -303,6 +229,10 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         channel) instead of ``model_cfg.weights``; see :func:`learn.surface.transfer.model_from_state`.
     reset_head : bool
         With ``init_states``, re-initialise the final linear layer (the seed replaces it for each new task).
+    on_unit : callable(dict), optional
+        Called before each training unit (and for each unit skipped as done) with ``channel``, ``fold``,
+        ``n_folds``, ``inner`` (-1 for the outer model), ``n_train``, ``epochs`` and ``skipped``: progress
+        reporting (see :mod:`learn.surface.experiment`).
 
     Returns
     -------
@@ -328,8 +258,15 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         train_idx, test_idx = splits[k]
         fold_dir = out / "folds" / _safe_name(name) / f"fold{k:02d}" if out is not None else None
         done_csv = fold_dir / "predictions.csv" if fold_dir is not None else None
+        def unit(inner, n_train, skipped, name=name, k=k):
+            if on_unit is not None:
+                on_unit({"channel": name, "fold": k, "n_folds": len(splits), "inner": inner, "n_train": int(n_train),
+                         "epochs": schedule.epochs, "skipped": skipped, "inner_splits": cv.inner_splits})
+
         if resume and done_csv is not None and done_csv.is_file():
             rows.append(pd.read_csv(done_csv, dtype={"subject": str}))
+            for j in range(-1, cv.inner_splits):
+                unit(j, len(train_idx) if j < 0 else len(train_idx) * (1 - 1 / cv.inner_splits), True)
             continue
         norm = Normalizer(cv.normalization).fit(ds.images, train_idx)
         last = fold_dir / "last.pt" if fold_dir is not None else None
@@ -347,6 +284,7 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
 
             return model_from_state(state, model_cfg, n_in, reset_head=reset_head, seed=fold_seed)
 
+        unit(-1, len(train_idx), False)
         model, _ = train_model(
             ds.fold(train_idx, norm), model_cfg=model_cfg, schedule=schedule, in_channels=len(chans),
             device=device, seed=fold_seed, checkpoint_dir=fold_dir,
@@ -361,15 +299,29 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
             for j, (itr, ite) in enumerate(inner):
                 itr, ite = train_idx[itr], train_idx[ite]
                 check_disjoint(itr, ite, ds.subjects, "subject")
+                # each inner fold is its own resumable unit: fold_dir/innerJ/{last.pt, predictions.csv}
+                idir = fold_dir / f"inner{j}" if fold_dir is not None else None
+                idone = idir / "predictions.csv" if idir is not None else None
+                if resume and idone is not None and idone.is_file():
+                    parts.append(pd.read_csv(idone, dtype={"subject": str}))
+                    unit(j, len(itr), True)
+                    continue
+                unit(j, len(itr), False)
+                ilast = idir / "last.pt" if idir is not None else None
                 inorm = Normalizer(cv.normalization).fit(ds.images, itr)
                 imodel, _ = train_model(
                     ds.fold(itr, inorm), model_cfg=model_cfg, schedule=schedule, in_channels=len(chans),
                     device=device, seed=fold_seed + 31 * (j + 1), amp=amp, progress=progress,
-                    num_workers=num_workers, model=initial(),
+                    num_workers=num_workers, model=initial(), checkpoint_dir=idir,
+                    resume=ilast if (resume and ilast is not None and ilast.is_file()) else None,
                 )
                 iscores = predict(imodel, ds.fold(ite, inorm), device=device, batch_size=schedule.batch_size,
                                   amp=amp)
-                parts.append(_prediction_rows(dataset, ds, ite, iscores, k, name, "inner", j))
+                irows = _prediction_rows(dataset, ds, ite, iscores, k, name, "inner", j)
+                parts.append(irows)
+                if idir is not None and main:
+                    _write_csv(irows, idone)
+                    _remove_resume_state(ilast)
         df = pd.concat(parts, ignore_index=True)
         rows.append(df)
         if fold_dir is not None and main:
@@ -379,14 +331,8 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
                 save_checkpoint(fold_dir / "model.pt", model=model, epoch=schedule.epochs - 1, args=args,
                                 channels=chans, train_idx=train_idx, test_idx=test_idx,
                                 model_name=model_cfg.name)
-            tmp = done_csv.with_suffix(".csv.tmp")
-            df.to_csv(tmp, index=False)
-            tmp.replace(done_csv)
-            if last is not None and last.exists():
-                last.unlink()
-                cfg = last.with_name("last.config.json")
-                if cfg.exists():
-                    cfg.unlink()
+            _write_csv(df, done_csv)
+            _remove_resume_state(last)
     pred = pd.concat(rows, ignore_index=True)
     results = summarize_predictions(pred[pred["role"] == "test"], bootstrap_rounds=cv.bootstrap_rounds,
                                     seed=cv.seed)
@@ -399,6 +345,23 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         (out / "results.json").write_text(json.dumps(to_jsonable({"meta": meta, "results": results}), indent=2))
         _results_table(results).to_csv(out / "results.csv", index=False)
     return {"predictions": pred, "results": results, "splits": splits}
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Atomically: a unit counts as done once its predictions.csv exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(path)
+
+
+def _remove_resume_state(last) -> None:
+    """Delete a finished unit's ``last.pt`` (model + optimizer + RNG states) and its config JSON."""
+    if last is None:
+        return
+    for p in (last, last.with_name("last.config.json")):
+        if p.exists():
+            p.unlink()
 
 
 def _prediction_rows(dataset, ds, idx, scores, fold, channel, role, inner_fold) -> pd.DataFrame:
