@@ -146,8 +146,10 @@ class SyntheticConfig:
     moves the label's regions (abide_like default: ``seed + 5003``, regions unrelated to the sex regions; set it to
     the source cohort's ``seed`` to plant the ASD effect where the sex effect is). ``effect_metrics`` limits the
     label effect to these metrics (default: all). ``family_size > 1`` adds a ``family`` column grouping
-    consecutive subjects (use ``group_column = "family"``). ``template`` "grid" is a flat test grid whose images
-    are ``grid_size`` pixels (``image_size`` must equal it).
+    consecutive subjects (use ``group_column = "family"``). ``site_fwhm_range``, ``site_gain_sd``, ``site_offset_sd``:
+    smoothness, scanner gain and offset of the abide_like sites (``fwhm_mm`` is the hcp_like smoothness); with
+    site prevalences that differ, gain and offset make site a confound (a CNN can learn the site). ``template`` "grid" is a flat test grid whose images
+    are ``grid_size`` pixels (``image_size`` must equal it); every grid cohort shares one grid template.
     """
 
     cohort: str = "hcp_like"
@@ -169,6 +171,9 @@ class SyntheticConfig:
     label_regions_seed: int | None = None
     effect_metrics: list[str] | None = None
     family_size: int = 1
+    site_fwhm_range: list[float] = field(default_factory=lambda: [12.0, 30.0])
+    site_gain_sd: float = 0.05
+    site_offset_sd: float = 0.3
 
 
 @dataclass

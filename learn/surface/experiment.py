@@ -81,7 +81,9 @@ def synthetic_cohort(sc, *, seed_override: int | None = None, name_suffix: str =
         cohort = S.hcp_like_cohort(sc.n_subjects, fwhm_mm=sc.fwhm_mm, **common)
     elif sc.cohort == "abide_like":
         lo, hi = (list(sc.subjects_per_site) + list(sc.subjects_per_site))[:2]
-        cohort = S.abide_like_cohort(sc.n_sites, (int(lo), int(hi)), sex_effect_size=sc.sex_effect_size, **common)
+        cohort = S.abide_like_cohort(sc.n_sites, (int(lo), int(hi)), sex_effect_size=sc.sex_effect_size,
+                                     fwhm_range=tuple(sc.site_fwhm_range), site_gain_sd=sc.site_gain_sd,
+                                     site_offset_sd=sc.site_offset_sd, **common)
     else:
         raise ConfigError(f"synthetic 'cohort' should be 'hcp_like' or 'abide_like'; {sc.cohort!r} was provided")
     spec = cohort.spec
@@ -96,12 +98,17 @@ def synthetic_cohort(sc, *, seed_override: int | None = None, name_suffix: str =
             raise ConfigError(f"synthetic 'effect_metrics' {unknown} are not metrics of the cohort {cohort.metrics}")
         effects = [e for e in effects if e.column != "label" or e.metric in sc.effect_metrics]
     changes = {}
+    templates = cohort.templates
+    if sc.template == "grid":
+        # every grid cohort on one template (the same group-mean maps), as real cohorts share fsaverage / fs_LR
+        templates = {h: S.grid_template(sc.grid_size, hemi=h, seed=0) for h in cohort.templates}
+        changes["grid_size"] = sc.grid_size
     if tuple(effects) != spec.effects:
         changes["effects"] = tuple(effects)
     if seed_override is not None:
         changes.update(seed=int(seed_override), name=spec.name + name_suffix)
     if changes:
-        cohort = S.SyntheticCohort(dataclasses.replace(spec, **changes), cohort.templates)
+        cohort = S.SyntheticCohort(dataclasses.replace(spec, **changes), templates)
     if sc.family_size > 1:
         n = cohort.n_subjects
         cohort.table["family"] = [f"family{i // sc.family_size:05d}" for i in range(n)]
@@ -340,7 +347,7 @@ def _stack(pred: pd.DataFrame, channels, cfg: ExperimentConfig, folder: Path) ->
         model, best = fit_stacker(tr[list(channels)].to_numpy(), tr["label"].to_numpy().astype(int),
                                   param_grid=cfg.stacking.param_grid, inner_cv=cfg.stacking.grid_cv,
                                   seed=cfg.seed, n_jobs=cfg.stacking.n_jobs)
-        scores = model.predict_proba(te[list(channels)].to_numpy())[:, 1]
+        scores = model.predict_proba(te[list(channels)].to_numpy())[:, 1].astype(np.float64)
         df = pd.DataFrame({"subject": te.index.to_numpy(), "site": te["site"].to_numpy(),
                            "label": te["label"].to_numpy().astype(int), "fold": k, "score": scores,
                            "best_params": json.dumps(best, sort_keys=True)})

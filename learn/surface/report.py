@@ -131,8 +131,9 @@ def write_report(out, *, cfg, strategies: dict, baselines: dict, occlusion: dict
     if cfg.cv.shuffle_labels:
         notes.append("Labels were SHUFFLED (null run): every AUC should be within noise of 0.5.")
     if chance:
-        notes.append(f"The main result ({first}, AUC {head['AUC']}, 95% CI {head['AUC 95% CI']}) is within noise "
-                     "of chance (AUC 0.5): this run shows no evidence of a learnable effect.")
+        notes.append(f"The {'SYNTHETIC ' if synthetic else ''}main result ({first}, AUC {head['AUC']}, 95% CI "
+                     f"{head['AUC 95% CI']}) is within noise of chance (AUC 0.5): this run shows no evidence of a "
+                     "learnable effect.")
     meta = {"synthetic": synthetic, "notes": notes, "n_subjects": int(len(target.dataset)),
             "channels": list(target.dataset.channels), "n_outer_folds": len(splits), "scheme": cfg.cv.scheme,
             "strategies": cfg.transfer.strategies, "shuffled_labels": cfg.cv.shuffle_labels,
@@ -262,6 +263,8 @@ def _occlusion_figures(out: Path, occlusion: dict, target, synthetic: bool, cfg)
         for ch in chans:
             hemi = ch.split("_", 1)[0]
             mesh = target.meshes.get(hemi)
+            if mesh is not None and np.ptp(np.asarray(mesh.vertices)[:, 2]) == 0:
+                mesh = None  # a flat test grid: the flat map says it all
             if mesh is None and hemi in cfg.occlusion.surfaces:
                 import surfmap
 
