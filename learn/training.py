@@ -362,8 +362,12 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
             history["best_val_loss"] = val_loss
             history["best_epoch"] = epoch
             best_state = {k: v.detach().clone() for k, v in unwrap_model(model).state_dict().items()}
-        log.info("epoch %d/%d: train loss %.4f, val loss %.4f%s", epoch + 1, epochs, train_loss, val_loss,
-                 " (best)" if improved else "")
+        if val_loader is None:  # no validation set: no "val loss nan"
+            log.info("epoch %d/%d: train loss %.4f (lr %.3g%s)", epoch + 1, epochs, train_loss, lr,
+                     ", mix-up" if epoch < mixup_epochs else "")
+        else:
+            log.info("epoch %d/%d: train loss %.4f, val loss %.4f%s", epoch + 1, epochs, train_loss, val_loss,
+                     " (best)" if improved else "")
         if ckdir is not None and is_main_process():
             extra = {"history": history, "rng": rng_state(), "world_size": get_world_size(),
                      "epoch_scheduler": epoch_scheduler.state_dict() if epoch_scheduler is not None else None,

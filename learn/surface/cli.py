@@ -1,45 +1,25 @@
-"""``surfmap-learn surface``: cross-validated CNN experiments on flat-map images from a config file.
+"""``surfmap-learn surface``: seed 001's experiment on flat-map images from one config file.
 
 Usage::
 
     surfmap-learn surface run --config experiment.toml [--out DIR] [--set section.key=value ...] [--debug]
+    surfmap-learn surface predict RUN_DIR (--manifest M --table T | --synthetic-seed N) [--strategy S] -o OUT.csv
     surfmap-learn surface synth --cohort hcp_like|abide_like --template fsaverage5|fslr32k
                                 --layout freesurfer|hcp --n-subjects N -o DIR
 
-``run`` reads a TOML or JSON config (sections ``[data]``, ``[synthetic]``, ``[model]``, ``[schedule]``, ``[cv]`` and
-top-level keys; unknown keys fail), loads the images (``surfmap batch`` manifest + cohort table, or a SYNTHETIC
-cohort rasterized in template mode), cross-validates, and writes into the output folder:
+``run`` reads a TOML or JSON config. With a ``[target]`` section (and ``[source]``, ``[transfer]``,
+``[stacking]``, ``[occlusion]``, ``[baselines]``) it runs the whole experiment of
+:mod:`learn.surface.experiment`: stage one on the source cohort, each transfer strategy's cross-validation on the
+target cohort with inner folds, XGBoost stacking, occlusion maps of the test subjects, the baselines, and the
+report (tables in the layout of the seed's Tables 1-2, ROC curves, confusion matrices, occlusion maps on the
+cortex). Every unit is resumable: rerun the same command after an interruption. With a ``[data]`` section
+instead it runs the single-stage cross-validation (one network per channel). Unknown keys fail with the list of
+allowed ones; ``run --help`` lists every section and key with its default. Example configs:
+``examples/configs/surface_cpu_synthetic.toml`` (SYNTHETIC, minutes on 2 CPU cores) and
+``examples/configs/surface_seed001_full.toml`` (the seed's recipe on HCP + ABIDE outputs of ``surfmap batch``).
 
-- ``config.resolved.json``: every setting, defaults included;
-- ``predictions.csv``: one row per test subject, fold and channel (subject, site, label, fold, channel, score);
-- ``results.json`` / ``results.csv``: accuracy, sensitivity, specificity, AUC per fold and pooled, bootstrap CIs;
-- ``folds/<channel>/foldNN/``: ``model.pt`` (final weights), ``normalizer.npz``, the fold's predictions, and
-  ``last.pt`` while the fold is running (a rerun resumes from it; finished folds are skipped).
-
-``synth`` writes a SYNTHETIC cohort in a real folder layout (plus ``cohort.csv`` and ground-truth effect maps) so
-that ``surfmap batch`` and this command can be tried end to end without real data.
-
-Example config (the seed's schedule is the default; a CPU-sized synthetic run)::
-
-    out_dir = "runs/synthetic-sex"
-    device = "cpu"
-    [data]
-    source = "synthetic"
-    [synthetic]
-    cohort = "hcp_like"
-    template = "fsaverage5"
-    n_subjects = 120
-    image_size = 64
-    [model]
-    name = "resnet18"
-    weights = "imagenet"      # from the torch hub cache; never downloaded
-    [schedule]
-    epochs = 20
-    mixup_epochs = 12
-    lr_step_epochs = 4
-    [cv]
-    scheme = "kfold"          # or "loso"
-    n_splits = 5
+``predict`` scores new subjects with a finished run's fold ensemble (per channel, mean of channels, stacked).
+``synth`` writes a SYNTHETIC cohort in a real folder layout (plus ``cohort.csv`` and ground-truth effect maps).
 """
 
 from __future__ import annotations
@@ -47,72 +27,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from learn import ConfigError, LearnError
 
-from .config import CVConfig, ModelConfig, ScheduleConfig
+from .config import DataConfig, RunConfig, SyntheticConfig
 
 __all__ = ["DataConfig", "RunConfig", "SyntheticConfig", "load_dataset", "main", "run_experiment"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DataConfig:
-    """Where the images come from: ``source`` "manifest" (``surfmap batch`` output + cohort table) or
-    "synthetic" (the ``[synthetic]`` section)."""
-
-    source: str = "manifest"
-    manifest: str | None = None
-    table: str | None = None
-    metrics: list[str] | None = None
-    hemis: list[str] = field(default_factory=lambda: ["left", "right"])
-    label_column: str = "label"
-    subject_column: str = "subject"
-    site_column: str = "site"
-    on_missing: str = "error"
-
-
-@dataclass
-class SyntheticConfig:
-    """A SYNTHETIC cohort rasterized in template mode (see :mod:`learn.surface.synthetic`)."""
-
-    cohort: str = "hcp_like"
-    template: str = "fsaverage5"
-    n_subjects: int = 200
-    n_sites: int = 10
-    subjects_per_site: list[int] = field(default_factory=lambda: [20, 60])
-    effect_size: float = 0.8
-    n_regions: int = 3
-    radius_mm: float = 20.0
-    fwhm_mm: float = 20.0
-    hemis: list[str] = field(default_factory=lambda: ["left", "right"])
-    metrics: list[str] | None = None
-    image_size: int = 224
-    map_method: str = "area"
-    grid_size: int = 32
-    seed: int = 0
-
-
-@dataclass
-class RunConfig:
-    """A whole experiment: top-level keys plus the sections below."""
-
-    out_dir: str = "runs/surface"
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = False
-    num_workers: int = 0
-    progress: bool = True
-    resume: bool = True
-    keep_models: bool = True
-    data: DataConfig = field(default_factory=DataConfig)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    cv: CVConfig = field(default_factory=CVConfig)
 
 
 def synthetic_cohort(cfg: SyntheticConfig):
@@ -175,15 +98,34 @@ def run_experiment(cfg) -> dict:
     return result
 
 
-def _parser() -> argparse.ArgumentParser:
+def _run_help() -> str:
+    from .config import describe
+
+    return ("A whole experiment has the sections below (defaults shown; the seed's recipe is the default "
+            "schedule).\nA config with a [data] section instead of [target] runs single-stage cross-validation "
+            "([data], [synthetic], [model], [schedule], [cv]).\n\n" + describe())
+
+
+def _parser(full_help: bool = False) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="surfmap-learn surface", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="cross-validate a CNN from a config file")
+    r = sub.add_parser("run", help="run (or resume) an experiment from a config file",
+                       description="Run or resume seed 001's experiment from a TOML / JSON config.",
+                       epilog=_run_help() if full_help else None,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--config", required=True, help="TOML or JSON experiment config")
     r.add_argument("--out", help="output folder (overrides out_dir)")
     r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set schedule.epochs=10 (repeatable)")
     r.add_argument("--debug", action="store_true", help="show the traceback on error")
+    q = sub.add_parser("predict", help="score new subjects with a finished run's fold ensemble")
+    q.add_argument("run_dir", help="output folder of `surfmap-learn surface run`")
+    q.add_argument("--manifest", help="manifest.tsv of `surfmap batch` for the new subjects")
+    q.add_argument("--table", help="cohort table of the new subjects (subject, label or empty, site)")
+    q.add_argument("--synthetic-seed", type=int, help="score a fresh SYNTHETIC target cohort drawn with this seed")
+    q.add_argument("--strategy", help="which strategy's models (default: the run's first)")
+    q.add_argument("-o", "--out", required=True, help="output CSV")
+    q.add_argument("--debug", action="store_true")
     s = sub.add_parser("synth", help="write a SYNTHETIC cohort in a FreeSurfer or HCP folder layout")
     s.add_argument("--cohort", choices=["hcp_like", "abide_like"], default="hcp_like")
     s.add_argument("--template", choices=["fsaverage5", "fslr32k"], default="fsaverage5")
@@ -196,27 +138,96 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+_EXPERIMENT_SECTIONS = ("target", "source", "transfer", "stacking", "occlusion", "baselines")
+
+
+def _run(args) -> int:
+    from learn.config import apply_overrides, config_from_dict, read_config_file
+
+    overrides = list(args.set) + ([f"out_dir={_toml_str(args.out)}"] if args.out else [])
+    raw = apply_overrides(read_config_file(args.config), overrides)
+    if any(k in raw for k in _EXPERIMENT_SECTIONS):
+        if "data" in raw or "synthetic" in raw:
+            raise ConfigError("a config has either [data] / [synthetic] (single-stage cross-validation) or "
+                              f"[target] and the experiment sections {list(_EXPERIMENT_SECTIONS)}; not both")
+        from .config import ExperimentConfig
+        from .experiment import run_experiment as run_full
+
+        cfg = config_from_dict(ExperimentConfig, raw)
+        summary = run_full(cfg)
+        tag = "SYNTHETIC " if summary["meta"]["synthetic"] else ""
+        t = summary["table"]
+        for _, r in t[t["table"] == "Table 2"].iterrows():
+            print(f"{tag}{r['method']}: accuracy {r['Acc (%)']}% sensitivity {r['Sen (%)']}% specificity "
+                  f"{r['Spc (%)']}% AUC {r['AUC']} (95% CI {r['AUC 95% CI']}; {r['vs chance']}; n={r['n']})")
+        for note in summary["notes"]:
+            print(note)
+        print(f"report in {Path(cfg.out_dir) / 'report.md'}")
+        return 0
+    cfg = config_from_dict(RunConfig, raw)
+    result = run_experiment(cfg)
+    from learn.utils import is_main_process
+
+    if not is_main_process():
+        return 0
+    tag = "SYNTHETIC " if cfg.data.source == "synthetic" else ""
+    for ch, r in result["results"].items():
+        p = r["pooled"]
+        print(f"{tag}{ch}: accuracy {p['accuracy']:.3f} sensitivity {p['sensitivity']:.3f} "
+              f"specificity {p['specificity']:.3f} AUC {p['auc']:.3f} (n={p['n']})")
+    print(f"results in {cfg.out_dir}")
+    return 0
+
+
+def _predict(args) -> int:
+    import json
+
+    from learn.config import config_from_dict
+
+    from .config import ExperimentConfig
+    from .experiment import load_cohort, predict_run
+
+    run = Path(args.run_dir)
+    if (args.synthetic_seed is None) == (args.manifest is None):
+        raise ConfigError("predict needs either --manifest and --table (new subjects' images) or --synthetic-seed")
+    if args.synthetic_seed is not None:
+        path = run / "config.resolved.json"
+        if not path.is_file():
+            raise ConfigError(f"{str(run)!r} is not a run folder (no config.resolved.json)")
+        cfg = config_from_dict(ExperimentConfig, json.loads(path.read_text()))
+        data = load_cohort(cfg.target, seed_override=args.synthetic_seed,
+                           name_suffix=f"-predict-seed{args.synthetic_seed}")
+    else:
+        if not args.table:
+            raise ConfigError("--manifest needs --table (the cohort table of the new subjects)")
+        from .config import CohortConfig
+
+        data = load_cohort(CohortConfig(kind="manifest", manifest=args.manifest, table=args.table))
+    df = predict_run(run, data.dataset, strategy=args.strategy)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    tag = "SYNTHETIC " if data.synthetic else ""
+    col = "stacked" if "stacked" in df.columns else "mean"
+    msg = f"{tag}{len(df)} subjects scored with {df['strategy'].iloc[0]} ({col}) -> {args.out}"
+    if data.synthetic and df["label"].nunique() == 2:
+        from learn.metrics import roc_auc
+
+        msg += f"; {tag}AUC against the generator's labels {roc_auc(df['label'], df[col]):.3f}"
+    print(msg)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``surfmap-learn surface``; returns the exit status."""
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    full_help = len(argv) >= 1 and argv[0] == "run" and any(a in ("-h", "--help") for a in argv)
+    args = _parser(full_help).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         if args.command == "run":
-            from learn.config import load_config
-
-            overrides = list(args.set) + ([f"out_dir={_toml_str(args.out)}"] if args.out else [])
-            cfg = load_config(args.config, RunConfig, overrides)
-            result = run_experiment(cfg)
-            from learn.utils import is_main_process
-
-            if not is_main_process():
-                return 0
-            for ch, r in result["results"].items():
-                p = r["pooled"]
-                print(f"{ch}: accuracy {p['accuracy']:.3f} sensitivity {p['sensitivity']:.3f} "
-                      f"specificity {p['specificity']:.3f} AUC {p['auc']:.3f} (n={p['n']})")
-            print(f"results in {cfg.out_dir}")
-            return 0
+            return _run(args)
+        if args.command == "predict":
+            return _predict(args)
         from . import synthetic as S
 
         if args.cohort == "hcp_like":

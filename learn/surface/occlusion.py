@@ -22,7 +22,7 @@ import torch
 
 from learn import ConfigError
 
-__all__ = ["occlusion_map", "occlusion_to_cortex", "plot_occlusion", "scaled_patch"]
+__all__ = ["occlusion_map", "occlusion_maps", "occlusion_to_cortex", "plot_occlusion", "scaled_patch"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ def scaled_patch(size: int, patch: int = 30, stride: int = 4, reference: int = 2
     return p, s
 
 
-@torch.no_grad()
 def occlusion_map(model, images, labels, *, patch: int | None = None, stride: int | None = None,
                   fill: float = 0.0, score: str = "probability", batch_size: int = 64, device="cpu") -> np.ndarray:
     """Mean performance drop when each image region is hidden.
@@ -51,14 +50,31 @@ def occlusion_map(model, images, labels, *, patch: int | None = None, stride: in
     fill : float
         Value inside the patch.
     score : {"probability", "accuracy"}
+        Drop of the true-class probability, or of the accuracy (the seed's score).
 
     Returns
     -------
     (H, W) float64
         At each pixel, the mean over the patch positions covering it of the drop (baseline minus occluded).
     """
-    if score not in ("probability", "accuracy"):
-        raise ConfigError(f"'score' should be 'probability' or 'accuracy'; {score!r} was provided")
+    return occlusion_maps(model, images, labels, patch=patch, stride=stride, fill=fill, scores=(score,),
+                          batch_size=batch_size, device=device)[score]
+
+
+@torch.no_grad()
+def occlusion_maps(model, images, labels, *, patch: int | None = None, stride: int | None = None,
+                   fill: float = 0.0, scores=("probability", "accuracy"), batch_size: int = 64,
+                   device="cpu") -> dict:
+    """:func:`occlusion_map` for several scores from the same occluded forward passes.
+
+    Returns
+    -------
+    dict of score -> (H, W) float64
+    """
+    scores = tuple(scores)
+    bad = [s for s in scores if s not in ("probability", "accuracy")]
+    if bad or not scores:
+        raise ConfigError(f"'score' should be 'probability' or 'accuracy'; {bad[0] if bad else scores!r} was provided")
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))
     if x.ndim != 4 or x.shape[2] != x.shape[3]:
         raise ConfigError(f"'images' should have shape (N, C, H, H); found {tuple(x.shape)}")
@@ -72,33 +88,33 @@ def occlusion_map(model, images, labels, *, patch: int | None = None, stride: in
     model = model.to(device).eval()
 
     def perf(batch):
-        prob = torch.sigmoid(model(batch.to(device)).float().reshape(-1)).cpu()
-        return prob
+        return torch.sigmoid(model(batch.to(device)).float().reshape(-1)).cpu()
 
     base = torch.cat([perf(x[i : i + batch_size]) for i in range(0, N, batch_size)])
     starts = list(range(0, H - patch + 1, stride))
     if starts[-1] != H - patch:
         starts.append(H - patch)  # the last row / column of pixels is covered too
 
-    def value(prob):
+    def value(prob, score):
         if score == "probability":
             return torch.where(y == 1, prob, 1 - prob)
         return ((prob >= 0.5).float() == y).float()
 
-    v0 = value(base)
-    total = np.zeros((H, W))
+    v0 = {s: value(base, s) for s in scores}
+    total = {s: np.zeros((H, W)) for s in scores}
     count = np.zeros((H, W))
     for r in starts:
         for c in starts:
-            drops = []
+            probs = []
             for i in range(0, N, batch_size):
                 b = x[i : i + batch_size].clone()
                 b[:, :, r : r + patch, c : c + patch] = fill
-                drops.append(perf(b))
-            d = float((v0 - value(torch.cat(drops))).mean())
-            total[r : r + patch, c : c + patch] += d
+                probs.append(perf(b))
+            prob = torch.cat(probs)
+            for s in scores:
+                total[s][r : r + patch, c : c + patch] += float((v0[s] - value(prob, s)).mean())
             count[r : r + patch, c : c + patch] += 1
-    return total / np.maximum(count, 1)
+    return {s: total[s] / np.maximum(count, 1) for s in scores}
 
 
 def occlusion_to_cortex(image, rasterizer, n_vertices: int | None = None, path=None) -> np.ndarray:
@@ -129,7 +145,7 @@ def occlusion_to_cortex(image, rasterizer, n_vertices: int | None = None, path=N
 
 
 def plot_occlusion(image, mesh=None, values=None, *, title: str = "occlusion map", synthetic: bool = True,
-                   view: str = "lateral", hemi: str = "left"):
+                   view: str = "lateral", hemi: str = "left", score: str = "probability"):
     """Figure: the map on the flat square and, given ``mesh`` and per-vertex ``values``, on the 3D surface.
 
     Returns the matplotlib Figure. ``synthetic`` adds "(SYNTHETIC data)" to the title.
@@ -143,7 +159,8 @@ def plot_occlusion(image, mesh=None, values=None, *, title: str = "occlusion map
     im = ax.imshow(np.asarray(image), cmap="hot", origin="upper")
     ax.set_title("flat map")
     ax.set_xticks([]), ax.set_yticks([])
-    fig.colorbar(im, ax=ax, label="mean drop of the true-class probability")
+    what = "true-class probability" if score == "probability" else "accuracy"
+    fig.colorbar(im, ax=ax, label=f"mean drop of the {what}")
     if ncols == 2:
         from nilearn import plotting
 

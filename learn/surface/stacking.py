@@ -22,7 +22,7 @@ import pandas as pd
 from learn import DataError
 from learn.cv import check_disjoint
 
-__all__ = ["DEFAULT_GRID", "average_predictions", "feature_table", "stack_predictions"]
+__all__ = ["DEFAULT_GRID", "average_predictions", "feature_table", "fit_stacker", "stack_predictions"]
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +70,6 @@ def stack_predictions(pred: pd.DataFrame, *, channels=None, param_grid: dict | N
         No ``role == "inner"`` rows (run cross_validate with ``cv.inner_splits >= 2``), or a subject in both the
         training and the test features of a fold.
     """
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from xgboost import XGBClassifier
-
     if "role" not in pred.columns or not (pred["role"] == "inner").any():
         raise DataError(
             "stacking needs out-of-fold training features: run cross_validate with cv.inner_splits >= 2 "
@@ -87,24 +84,43 @@ def stack_predictions(pred: pd.DataFrame, *, channels=None, param_grid: dict | N
         subjects = np.concatenate([tr.index.to_numpy(), te.index.to_numpy()])
         check_disjoint(np.arange(len(tr)), np.arange(len(tr), len(subjects)), subjects, "subject")
         ytr = tr["label"].to_numpy().astype(int)
-        n_min = int(np.bincount(ytr, minlength=2).min())
-        folds = min(inner_cv, n_min)
-        base = XGBClassifier(tree_method="hist", n_jobs=n_jobs, random_state=seed, eval_metric="logloss",
-                             verbosity=0)
-        if folds >= 2:
-            search = GridSearchCV(base, grid, scoring="roc_auc",
-                                  cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=1,
-                                  error_score=np.nan)
-            search.fit(tr[channels].to_numpy(), ytr)
-            model, best = search.best_estimator_, search.best_params_
-        else:
-            model, best = base.fit(tr[channels].to_numpy(), ytr), {}
+        model, best = fit_stacker(tr[channels].to_numpy(), ytr, param_grid=grid, inner_cv=inner_cv, seed=seed,
+                                  n_jobs=n_jobs)
         scores = model.predict_proba(te[channels].to_numpy())[:, 1]
         out.append(pd.DataFrame({"subject": te.index.to_numpy(), "site": te["site"].to_numpy(),
                                  "label": te["label"].to_numpy().astype(int), "fold": k, "score": scores,
                                  "best_params": str(best)}))
         log.info("stacking fold %d: %d training subjects, best %s", k, len(tr), best)
     return pd.concat(out, ignore_index=True)
+
+
+def fit_stacker(X, y, *, param_grid: dict | None = None, inner_cv: int = 3, seed: int = 0, n_jobs: int = 1):
+    """Fit the XGBoost stacker on training features, its hyper-parameters grid-searched (ROC AUC, ``inner_cv``
+    stratified folds, fewer when a class is rarer) on these subjects only.
+
+    Parameters
+    ----------
+    X : (n_subjects, n_channels) float
+        Out-of-fold probabilities of the training subjects.
+    y : (n_subjects,) 0/1
+
+    Returns
+    -------
+    model : xgboost.XGBClassifier (fitted), best_params : dict
+    """
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from xgboost import XGBClassifier
+
+    y = np.asarray(y).astype(int)
+    grid = DEFAULT_GRID if param_grid is None else param_grid
+    folds = min(inner_cv, int(np.bincount(y, minlength=2).min()))
+    base = XGBClassifier(tree_method="hist", n_jobs=n_jobs, random_state=seed, eval_metric="logloss", verbosity=0)
+    if folds < 2:
+        return base.fit(X, y), {}
+    search = GridSearchCV(base, grid, scoring="roc_auc", cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                          n_jobs=1, error_score=np.nan)
+    search.fit(X, y)
+    return search.best_estimator_, search.best_params_
 
 
 def average_predictions(pred: pd.DataFrame, channels=None) -> pd.DataFrame:

@@ -206,7 +206,8 @@ def summarize_predictions(pred: pd.DataFrame, *, bootstrap_rounds: int = 1000, s
 def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, schedule: ScheduleConfig,
                    cv: CVConfig, out_dir=None, device="auto", seed: int = 0, amp: bool = False,
                    progress: bool = True, num_workers: int = 0, resume: bool = True, keep_models: bool = True,
-                   args=None, channels=None, init_states: dict | None = None, reset_head: bool = True) -> dict:
+                   args=None, channels=None, init_states: dict | None = None, reset_head: bool = True,
+                   on_unit=None) -> dict:
     """Cross-validate one network per channel (or one on all channels) and save every prediction.
 
     Parameters
@@ -229,6 +230,10 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         channel) instead of ``model_cfg.weights``; see :func:`learn.surface.transfer.model_from_state`.
     reset_head : bool
         With ``init_states``, re-initialise the final linear layer (the seed replaces it for each new task).
+    on_unit : callable(dict), optional
+        Called before each training unit (and for each unit skipped as done) with ``channel``, ``fold``,
+        ``n_folds``, ``inner`` (-1 for the outer model), ``n_train``, ``epochs`` and ``skipped``: progress
+        reporting (see :mod:`learn.surface.experiment`).
 
     Returns
     -------
@@ -254,8 +259,15 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         train_idx, test_idx = splits[k]
         fold_dir = out / "folds" / _safe_name(name) / f"fold{k:02d}" if out is not None else None
         done_csv = fold_dir / "predictions.csv" if fold_dir is not None else None
+        def unit(inner, n_train, skipped, name=name, k=k):
+            if on_unit is not None:
+                on_unit({"channel": name, "fold": k, "n_folds": len(splits), "inner": inner, "n_train": int(n_train),
+                         "epochs": schedule.epochs, "skipped": skipped, "inner_splits": cv.inner_splits})
+
         if resume and done_csv is not None and done_csv.is_file():
             rows.append(pd.read_csv(done_csv, dtype={"subject": str}))
+            for j in range(-1, cv.inner_splits):
+                unit(j, len(train_idx) if j < 0 else len(train_idx) * (1 - 1 / cv.inner_splits), True)
             continue
         norm = Normalizer(cv.normalization).fit(ds.images, train_idx)
         last = fold_dir / "last.pt" if fold_dir is not None else None
@@ -273,6 +285,7 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
 
             return model_from_state(state, model_cfg, n_in, reset_head=reset_head, seed=fold_seed)
 
+        unit(-1, len(train_idx), False)
         model, _ = train_model(
             ds.fold(train_idx, norm), model_cfg=model_cfg, schedule=schedule, in_channels=len(chans),
             device=device, seed=fold_seed, checkpoint_dir=fold_dir,
@@ -287,15 +300,29 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
             for j, (itr, ite) in enumerate(inner):
                 itr, ite = train_idx[itr], train_idx[ite]
                 check_disjoint(itr, ite, ds.subjects, "subject")
+                # each inner fold is its own resumable unit: fold_dir/innerJ/{last.pt, predictions.csv}
+                idir = fold_dir / f"inner{j}" if fold_dir is not None else None
+                idone = idir / "predictions.csv" if idir is not None else None
+                if resume and idone is not None and idone.is_file():
+                    parts.append(pd.read_csv(idone, dtype={"subject": str}))
+                    unit(j, len(itr), True)
+                    continue
+                unit(j, len(itr), False)
+                ilast = idir / "last.pt" if idir is not None else None
                 inorm = Normalizer(cv.normalization).fit(ds.images, itr)
                 imodel, _ = train_model(
                     ds.fold(itr, inorm), model_cfg=model_cfg, schedule=schedule, in_channels=len(chans),
                     device=device, seed=fold_seed + 31 * (j + 1), amp=amp, progress=progress,
-                    num_workers=num_workers, model=initial(),
+                    num_workers=num_workers, model=initial(), checkpoint_dir=idir,
+                    resume=ilast if (resume and ilast is not None and ilast.is_file()) else None,
                 )
                 iscores = predict(imodel, ds.fold(ite, inorm), device=device, batch_size=schedule.batch_size,
                                   amp=amp)
-                parts.append(_prediction_rows(dataset, ds, ite, iscores, k, name, "inner", j))
+                irows = _prediction_rows(dataset, ds, ite, iscores, k, name, "inner", j)
+                parts.append(irows)
+                if idir is not None and main:
+                    _write_csv(irows, idone)
+                    _remove_resume_state(ilast)
         df = pd.concat(parts, ignore_index=True)
         rows.append(df)
         if fold_dir is not None and main:
@@ -305,12 +332,8 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
                 save_checkpoint(fold_dir / "model.pt", model=model, epoch=schedule.epochs - 1, args=args,
                                 channels=chans, train_idx=train_idx, test_idx=test_idx,
                                 model_name=model_cfg.name)
-            atomic_write_bytes(done_csv, df.to_csv(index=False).encode())
-            if last is not None and last.exists():
-                last.unlink()
-                cfg = last.with_name("last.config.json")
-                if cfg.exists():
-                    cfg.unlink()
+            _write_csv(df, done_csv)
+            _remove_resume_state(last)
     pred = pd.concat(rows, ignore_index=True)
     results = summarize_predictions(pred[pred["role"] == "test"], bootstrap_rounds=cv.bootstrap_rounds,
                                     seed=cv.seed)
@@ -323,6 +346,21 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         (out / "results.json").write_text(json.dumps(to_jsonable({"meta": meta, "results": results}), indent=2))
         _results_table(results).to_csv(out / "results.csv", index=False)
     return {"predictions": pred, "results": results, "splits": splits}
+
+
+def _write_csv(df: pd.DataFrame, path: Path) -> None:
+    """Atomically: a unit counts as done once its predictions.csv exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, df.to_csv(index=False).encode())
+
+
+def _remove_resume_state(last) -> None:
+    """Delete a finished unit's ``last.pt`` (model + optimizer + RNG states) and its config JSON."""
+    if last is None:
+        return
+    for p in (last, last.with_name("last.config.json")):
+        if p.exists():
+            p.unlink()
 
 
 def _prediction_rows(dataset, ds, idx, scores, fold, channel, role, inner_fold) -> pd.DataFrame:
