@@ -200,7 +200,8 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
     -------
     Path
         The cohort CSV. Columns: subject, session, dataset, site, label (1 AD / 0 NC / empty for MCI), sex,
-        age, mmse, diagnosis, severity, head_size, qc_outlier, gmd_path, gmv_path (relative to the CSV), synthetic.
+        age, mmse, diagnosis, severity, head_size, qc_outlier, field_strength (odd sites "3T", even "1.5T"; a
+        label only, no planted effect), gmd_path, gmv_path (relative to the CSV), synthetic.
     """
     import pandas as pd
 
@@ -249,7 +250,8 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
                 "subject": subj, "session": 1, "dataset": f"SYNTHETIC_D{s // sites_per_dataset:02d}",
                 "site": f"SYNTHETIC_S{s:02d}", "label": {"AD": 1, "NC": 0}.get(dx, np.nan), "sex": sex,
                 "age": round(age, 1), "mmse": mmse, "diagnosis": dx, "severity": round(a, 4),
-                "head_size": round(h, 4), "qc_outlier": qc, "gmd_path": paths[0], "gmv_path": paths[1],
+                "head_size": round(h, 4), "qc_outlier": qc, "field_strength": "3T" if s % 2 else "1.5T",
+                "gmd_path": paths[0], "gmv_path": paths[1],
                 "synthetic": True,
             })
     df = pd.DataFrame(rows)
