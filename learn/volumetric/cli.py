@@ -145,8 +145,8 @@ def _out_of_sample_sets(args, co, device):
     trained = training_subjects(args.run)
     if not np.isin(subj, list(trained)).any():
         k = args.fold if args.fold is not None else _pick_fold(args.run, models)
-        return [(k, models[k], np.arange(len(co)))], (f"an independent cohort ({len(co)} scans; no subject trained "
-                                                     f"the models), fold {k}'s model")
+        return [(k, models[k], np.arange(len(co)))], (f"{len(co)} scans that no fold model trained on (an "
+                                                     f"independent set), with fold {k}'s model")
     splits = fold_splits(args.run)
     sets = []
     for k, m in models.items():

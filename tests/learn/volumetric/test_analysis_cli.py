@@ -76,7 +76,7 @@ def test_cli_occlusion_and_gradcam_write_nifti(fake_run, synthetic_cohort, tmp_p
     np.testing.assert_allclose(img.affine, nib.load(synthetic_cohort.parent / "SYNTHETIC_mask.nii.gz").affine)
     assert np.all(np.asarray(img.dataobj)[44:] == 0)  # outside the crop
     assert (tmp_path / "occ" / "occlusion.png").is_file()
-    assert json.loads((tmp_path / "occ" / "occlusion.json").read_text())["scored"].startswith("each fold's own test")
+    assert json.loads((tmp_path / "occ" / "occlusion.json").read_text())["scored"].startswith("6 scans that no fold model trained on")
     assert vol_main(["gradcam", "--run", str(fake_run), "--cohort", str(csv), "--out", str(tmp_path / "cam"),
                      "--device", "cpu"]) == 0
     cam = np.asarray(nib.load(tmp_path / "cam" / "gradcam.nii.gz").dataobj)
