@@ -90,7 +90,8 @@ def load_volumetric_config(path, overrides=None) -> VolumetricConfig:
         return None if p in (None, "") else str(p if Path(p).is_absolute() else base / p)
 
     data = dataclasses.replace(cfg.data, cohort=_abs(cfg.data.cohort) or "", mask=_abs(cfg.data.mask),
-                               test_cohort=_abs(cfg.data.test_cohort), cache_dir=_abs(cfg.data.cache_dir))
+                               test_cohort=_abs(cfg.data.test_cohort), cache_dir=_abs(cfg.data.cache_dir),
+                               qc_report=_abs(cfg.data.qc_report))
     model = dataclasses.replace(cfg.model, base_checkpoint=_abs(cfg.model.base_checkpoint))
     return dataclasses.replace(cfg, data=data, model=model, output_dir=_abs(cfg.output_dir))
 
