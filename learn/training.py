@@ -4,6 +4,7 @@
 - :func:`evaluate`: loss, labels and scores (probabilities) over a loader.
 - :func:`fit`: epochs, validation, lowest-validation-loss checkpoint, exact resume, per-epoch hooks.
 - :func:`keras_decay_scheduler`: Keras ``SGD(decay=d)`` as ``lr_t = lr0 / (1 + d * t)``, t counting batches.
+- :class:`ShardSampler`: evaluation under torch.distributed, each sample scored exactly once.
 
 Batches may be ``(x, y)``, ``(x, y, ids)`` or dicts with ``"image"``/``"x"``, ``"label"``/``"y"`` and an optional
 ``"id"``. A model output of shape (N,) or (N, 1) is a logit (sigmoid for scores, float targets); (N, C) with
@@ -14,6 +15,8 @@ Regression losses (MSE, L1, Huber) give the raw output as ``scores``.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +40,7 @@ from surfmap._validation import check_choice, check_int, check_number
 
 __all__ = [
     "KerasDecay",
+    "ShardSampler",
     "ensemble_scores",
     "evaluate",
     "fit",
@@ -71,6 +75,33 @@ def keras_decay_scheduler(optimizer: torch.optim.Optimizer, decay: float) -> tor
         1e-3 in its released AD code.
     """
     return torch.optim.lr_scheduler.LambdaLR(optimizer, KerasDecay(decay))
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Contiguous, unpadded shard of ``range(n)`` for this process (evaluation under torch.distributed).
+
+    ``DistributedSampler`` pads every shard to the same length by repeating samples, so gathered predictions
+    hold duplicates whenever ``n`` is not a multiple of the world size. Here rank r takes
+    ``range(r * n // world, (r + 1) * n // world)``: every sample is scored exactly once, and concatenating the
+    shards in rank order (:func:`learn.utils.all_gather_numpy`) gives the original order. A shard may be empty.
+    """
+
+    def __init__(self, dataset_or_n, rank: int | None = None, world_size: int | None = None):
+        from learn.utils import get_rank
+
+        n = dataset_or_n if isinstance(dataset_or_n, int) else len(dataset_or_n)
+        self.world_size = get_world_size() if world_size is None else int(world_size)
+        self.rank = get_rank() if rank is None else int(rank)
+        if not 0 <= self.rank < self.world_size:
+            raise ValueError(f"'rank' should be in [0, {self.world_size}); {self.rank} was provided")
+        self.start = self.rank * n // self.world_size
+        self.stop = (self.rank + 1) * n // self.world_size
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
 
 
 def _unpack(batch):
@@ -126,14 +157,18 @@ def mixup_batch(x: torch.Tensor, generator: torch.Generator | None = None, alpha
     return lam * x + (1.0 - lam) * x[perm], perm, lam
 
 
-def _autocast(device: torch.device, enabled: bool):
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+def _autocast(device: torch.device, enabled: bool, dtype=None):
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    elif isinstance(dtype, str):
+        dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, loss_fn, device, *,
                     scheduler=None, scaler=None, mixup: bool = False, mixup_alpha: float = 1.0,
-                    progress: bool = True, epoch: int | None = None, amp: bool | None = None) -> float:
+                    progress: bool = True, epoch: int | None = None, amp: bool | None = None,
+                    amp_dtype=None) -> float:
     """Train for one pass over ``loader``.
 
     Parameters
@@ -154,6 +189,8 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         tqdm bar (shown only on a terminal, on the main process).
     amp : bool, optional
         Autocast without a scaler (e.g. bfloat16 on CPU); defaults to ``scaler is not None``.
+    amp_dtype : {None, "bfloat16", "float16"} or torch.dtype
+        Autocast dtype; None = float16 on CUDA, bfloat16 elsewhere.
 
     Returns
     -------
@@ -171,7 +208,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         y = y.to(device, non_blocking=True)
         if mixup:
             x, perm, lam = mixup_batch(x, alpha=mixup_alpha)
-        with _autocast(device, use_amp):
+        with _autocast(device, use_amp, amp_dtype):
             out = model(x)
             out, yt = _prepare(out.float(), y, loss_fn)
             if mixup:
@@ -206,8 +243,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device, loss_fn=None, *, progress: bool = False,
-             amp: bool = False) -> dict:
+             amp: bool = False, amp_dtype=None) -> dict:
     """Scores of ``model`` over ``loader`` (gathered across processes under torch.distributed).
+
+    Under torch.distributed, give each process a :class:`ShardSampler` so that every sample is scored once; the
+    gathered arrays are the shards concatenated in rank order.
 
     Returns
     -------
@@ -223,7 +263,7 @@ def evaluate(model: nn.Module, loader, device, loss_fn=None, *, progress: bool =
         x, y, bid = _unpack(batch)
         x = x.to(device, non_blocking=True).float()
         y = y.to(device, non_blocking=True)
-        with _autocast(device, amp):
+        with _autocast(device, amp, amp_dtype):
             out = model(x).float()
         if loss_fn is not None:
             o, yt = _prepare(out, y, loss_fn)
@@ -235,16 +275,23 @@ def evaluate(model: nn.Module, loader, device, loss_fn=None, *, progress: bool =
         ys.append(y.cpu().numpy())
         if bid is not None:
             ids.extend(list(bid))
-    if count == 0:
+    if count == 0 and not is_distributed():
         raise ValueError("the evaluation loader yielded no batch; check the evaluation set")
+    if count == 0:  # an empty shard of a small set under torch.distributed
+        ys, ss, ls = [np.zeros(0, np.float32)], [np.zeros(0)], [np.zeros(0)]
     result = {
-        "loss": total / count if loss_fn is not None else float("nan"),
+        "loss": total / count if (loss_fn is not None and count) else float("nan"),
         "y_true": all_gather_numpy(np.concatenate(ys)),
         "scores": all_gather_numpy(np.concatenate(ss).astype(np.float64)),
         "logits": all_gather_numpy(np.concatenate(ls).astype(np.float64)),
     }
-    if ids:
-        result["ids"] = all_gather_numpy(np.asarray(ids))
+    if is_distributed():  # every process takes part in the gather, even with an empty shard
+        mine = np.asarray([i.item() if torch.is_tensor(i) else i for i in ids]) if ids else np.zeros(0, np.int64)
+        gathered = all_gather_numpy(mine)
+        if gathered.shape[0]:
+            result["ids"] = gathered
+    elif ids:
+        result["ids"] = np.asarray(ids)
     if is_distributed() and loss_fn is not None:
         t = torch.tensor([total, count], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
@@ -257,7 +304,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
         resume=None, mixup_epochs: int = 0, mixup_alpha: float = 1.0,
         epoch_hook: Callable[[int, torch.optim.Optimizer], None] | None = None,
         metrics_fn: Callable[[np.ndarray, np.ndarray], dict] | None = None, seed: int | None = None,
-        amp: bool = False, progress: bool = True, args=None) -> dict:
+        amp: bool = False, progress: bool = True, args=None, amp_dtype=None) -> dict:
     """Train for ``epochs`` epochs, validating after each and keeping the best (or last) weights.
 
     Parameters
@@ -293,6 +340,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
         Seeds all RNGs before the first epoch (not on resume, which restores the saved RNG states).
     amp : bool
         Mixed precision (float16 + GradScaler on CUDA, bfloat16 autocast on CPU).
+    amp_dtype : {None, "bfloat16", "float16"}
+        Autocast dtype (None: the default above). bfloat16 on CUDA needs no GradScaler.
     progress : bool
         Progress bars on a terminal.
     args : dataclass or dict, optional
@@ -309,7 +358,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
     device = torch.device(device)
     if val_loader is None:
         keep = "last"
-    scaler = torch.amp.GradScaler("cuda") if (amp and device.type == "cuda") else None
+    scaler = torch.amp.GradScaler("cuda") if (amp and device.type == "cuda" and amp_dtype in (None, "float16",
+                                                                                              torch.float16)) else None
     ckdir = Path(checkpoint_dir) if checkpoint_dir is not None else None
     history = {"train_loss": [], "val_loss": [], "lr": [], "val_metrics": [], "best_epoch": -1,
                "best_val_loss": float("inf"), "epochs_run": 0}
@@ -329,6 +379,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
         log.info("resumed from %s at epoch %d", resume, start + 1)
     elif seed is not None:
         set_seed(seed)
+    t_start = time.monotonic()
     for epoch in range(start, epochs):
         sampler = getattr(train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
@@ -339,11 +390,11 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
         train_loss = train_one_epoch(
             model, train_loader, optimizer, loss_fn, device, scheduler=scheduler, scaler=scaler,
             mixup=epoch < mixup_epochs, mixup_alpha=mixup_alpha, progress=progress, epoch=epoch,
-            amp=amp,
+            amp=amp, amp_dtype=amp_dtype,
         )
         val_loss, vm = float("nan"), None
         if val_loader is not None:
-            ev = evaluate(model, val_loader, device, loss_fn, amp=amp)
+            ev = evaluate(model, val_loader, device, loss_fn, amp=amp, amp_dtype=amp_dtype)
             val_loss = ev["loss"]
             if metrics_fn is not None:
                 try:
@@ -362,12 +413,14 @@ def fit(model: nn.Module, train_loader, val_loader=None, *, optimizer: torch.opt
             history["best_val_loss"] = val_loss
             history["best_epoch"] = epoch
             best_state = {k: v.detach().clone() for k, v in unwrap_model(model).state_dict().items()}
+        elapsed = time.monotonic() - t_start
+        eta = elapsed / (epoch + 1 - start) * (epochs - epoch - 1)
         if val_loader is None:  # no validation set: no "val loss nan"
-            log.info("epoch %d/%d: train loss %.4f (lr %.3g%s)", epoch + 1, epochs, train_loss, lr,
-                     ", mix-up" if epoch < mixup_epochs else "")
+            log.info("epoch %d/%d: train loss %.4f (lr %.3g%s; %.0f s elapsed, ETA %.0f s)", epoch + 1, epochs,
+                     train_loss, lr, ", mix-up" if epoch < mixup_epochs else "", elapsed, eta)
         else:
-            log.info("epoch %d/%d: train loss %.4f, val loss %.4f%s", epoch + 1, epochs, train_loss, val_loss,
-                     " (best)" if improved else "")
+            log.info("epoch %d/%d: train loss %.4f, val loss %.4f%s (%.0f s elapsed, ETA %.0f s)", epoch + 1, epochs,
+                     train_loss, val_loss, " (best)" if improved else "", elapsed, eta)
         if ckdir is not None and is_main_process():
             extra = {"history": history, "rng": rng_state(), "world_size": get_world_size(),
                      "epoch_scheduler": epoch_scheduler.state_dict() if epoch_scheduler is not None else None,

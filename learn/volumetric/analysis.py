@@ -3,6 +3,8 @@
 - :func:`mmse_spearman`: Spearman rho (score, MMSE) per diagnostic group and overall.
 - :func:`mci_conversion`: share of progressive vs stable MCI predicted as AD, and the AUC between them.
 - :func:`glm_group_effect`: OLS ``score ~ 1 + group + age + sex`` (t, p of the group term, Cohen's d).
+- :func:`accuracy_difference_test`: permutation test of the accuracy difference between two groups of test scans
+  (the paper's 1.5T vs 3T comparison, 100,000 permutations).
 - :func:`summary_table`: one row per analysis.
 """
 
@@ -14,7 +16,7 @@ from scipy import stats
 from learn import MetricUndefinedError
 from learn.metrics import roc_auc
 
-__all__ = ["glm_group_effect", "mci_conversion", "mmse_spearman", "summary_table"]
+__all__ = ["accuracy_difference_test", "glm_group_effect", "mci_conversion", "mmse_spearman", "summary_table"]
 
 
 def _finite_pairs(a, b, what: str):
@@ -138,6 +140,54 @@ def glm_group_effect(values, group, age, sex) -> dict:
     pooled = np.sqrt(((n1 - 1) * y[g == 1].var(ddof=1) + (n0 - 1) * y[g == 0].var(ddof=1)) / (n1 + n0 - 2))
     d = float((y[g == 1].mean() - y[g == 0].mean()) / pooled) if pooled > 0 else float("inf")
     return {"beta_group": float(beta[1]), "t": t, "p": p, "df": int(df), "cohens_d": d, "n": int(y.shape[0])}
+
+
+def accuracy_difference_test(correct, group, *, n_permutations: int = 100_000, seed: int = 0,
+                             chunk: int = 2000) -> dict:
+    """Two-sided permutation test of the accuracy difference between the two groups of ``group``.
+
+    The group labels are randomly re-allocated to the scans ``n_permutations`` times (the group sizes kept) and
+    the p value is the share of permutations whose absolute accuracy difference reaches the observed one
+    (with the observed allocation counted, so p >= 1 / (n_permutations + 1)).
+
+    Parameters
+    ----------
+    correct : (n,) bool
+        Whether each test scan was classified correctly.
+    group : (n,) labels with exactly two distinct values (e.g. "1.5T", "3T")
+
+    Returns
+    -------
+    dict
+        ``groups`` (the two labels, sorted), ``accuracy`` (per group), ``n`` (per group), ``difference``
+        (first minus second), ``p``, ``n_permutations``.
+    """
+    c = np.asarray(correct).astype(bool)
+    g = np.asarray(group).astype(str)
+    if c.shape != g.shape or c.ndim != 1:
+        raise ValueError(f"'correct' and 'group' should be 1-D of equal length; got {c.shape} and {g.shape}")
+    labels = sorted(set(g.tolist()))
+    if len(labels) != 2:
+        raise MetricUndefinedError(f"the permutation test compares two groups; found {len(labels)}: {labels[:10]}")
+    if not (isinstance(n_permutations, (int, np.integer)) and n_permutations >= 1):
+        raise ValueError(f"'n_permutations' should be a positive integer; {n_permutations!r} was provided")
+    in_a = g == labels[0]
+    n_a, n_b = int(in_a.sum()), int((~in_a).sum())
+    obs = c[in_a].mean() - c[~in_a].mean()
+    rng = np.random.default_rng(seed)
+    cf = c.astype(np.float64)
+    total = cf.sum()
+    hits, done = 0, 0
+    while done < n_permutations:
+        m = min(chunk, n_permutations - done)
+        keys = rng.random((m, c.shape[0]))
+        idx = np.argpartition(keys, n_a - 1, axis=1)[:, :n_a] if n_a < c.shape[0] else np.tile(np.arange(n_a), (m, 1))
+        sa = cf[idx].sum(axis=1)
+        diff = sa / n_a - (total - sa) / n_b
+        hits += int(np.sum(np.abs(diff) >= abs(obs) - 1e-12))
+        done += m
+    return {"groups": labels, "accuracy": [float(c[in_a].mean()), float(c[~in_a].mean())], "n": [n_a, n_b],
+            "difference": float(obs), "p": (hits + 1) / (n_permutations + 1), "n_permutations": int(n_permutations)}
 
 
 def summary_table(results: dict):

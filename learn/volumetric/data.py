@@ -264,12 +264,14 @@ class VolumeDataset(Dataset):
         A dict shared between datasets (e.g. train / validation / test of one fold) for the memory cache.
     task : {"binary", "regression"}
     labels : (n_rows,) array, optional
-        Labels overriding the column (e.g. a label-shuffled negative control).
+        Labels overriding the column.
+    channels : sequence of int, optional
+        Channels kept, in order (0 = GMD, 1 = GMV; default both): ``[0]`` / ``[1]`` for the one-map ablations.
     """
 
     def __init__(self, cohort, rows=None, *, label_column: str | None = "label", mask=None, crop=None,
                  cache: str | None = "memory", cache_dir=None, cache_store: dict | None = None,
-                 task: str = "binary", labels=None):
+                 task: str = "binary", labels=None, channels=None):
         if cache not in ("memory", "disk", None):
             raise ValueError(f"'cache' should be 'memory', 'disk' or None; {cache!r} was provided")
         if cache == "disk" and cache_dir is None:
@@ -277,6 +279,7 @@ class VolumeDataset(Dataset):
         self.cohort = cohort
         self.rows = np.arange(len(cohort)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.mask, self.crop = mask, crop
+        self.channels = None if channels is None or list(channels) == [0, 1] else [int(c) for c in channels]
         self.cache, self.cache_dir = cache, (Path(cache_dir) if cache_dir is not None else None)
         self._store = cache_store if cache_store is not None else {}
         self.label_column = label_column
@@ -322,7 +325,10 @@ class VolumeDataset(Dataset):
     def __getitem__(self, i):
         r = int(self.rows[i])
         rid = int(self.cohort["row"].iloc[r]) if "row" in self.cohort.columns else r
-        return torch.from_numpy(self.volume(i)), torch.tensor(self.labels[i]), rid
+        x = self.volume(i)
+        if self.channels is not None:
+            x = np.ascontiguousarray(x[self.channels])
+        return torch.from_numpy(x), torch.tensor(self.labels[i]), rid
 
 
 def validate_split(cohort, train_rows, test_rows, by=("subject", "site")) -> None:

@@ -12,7 +12,9 @@ inside the planted hippocampal map, for checking that a map peaks where the effe
 
 from __future__ import annotations
 
+import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -21,6 +23,8 @@ from torch import nn
 from learn import DataError
 
 __all__ = ["OracleAD", "cube_starts", "occlusion_map", "to_input_space"]
+
+log = logging.getLogger(__name__)
 
 
 def cube_starts(dim: int, cube: int, step: int) -> list[int]:
@@ -58,6 +62,9 @@ def occlusion_map(model: nn.Module, x, y, *, cube: int = 12, step: int = 6, batc
         Volumes per forward pass.
     fill : float
         Value written into the cube (0 in the paper).
+    progress : bool
+        A tqdm bar on a terminal; in any case a log line (INFO) about every 10% of the positions with the
+        elapsed time and an ETA.
 
     Returns
     -------
@@ -87,7 +94,10 @@ def occlusion_map(model: nn.Module, x, y, *, cube: int = 12, step: int = 6, batc
     count = np.zeros_like(total)
     positions = [(i, j, k) for i in range(len(starts[0])) for j in range(len(starts[1])) for k in range(len(starts[2]))]
     xo = x.clone()
-    for i, j, k in tqdm(positions, desc="occlusion", disable=not progress_enabled(progress)):
+    t0 = time.monotonic()
+    every = max(1, len(positions) // 10)
+    log.info("occlusion: %d cube positions x %d subjects", len(positions), x.shape[0])
+    for n_done, (i, j, k) in enumerate(tqdm(positions, desc="occlusion", disable=not progress_enabled(progress)), 1):
         sl = tuple(slice(s[n], s[n] + cube) for s, n in zip(starts, (i, j, k)))
         xo[(slice(None), slice(None)) + sl] = fill
         acc = float((_predict(model, xo, device, batch_size) == y).float().mean())
@@ -95,6 +105,10 @@ def occlusion_map(model: nn.Module, x, y, *, cube: int = 12, step: int = 6, batc
         grid[i, j, k] = base - acc
         total[sl] += base - acc
         count[sl] += 1
+        if n_done % every == 0 or n_done == len(positions):
+            el = time.monotonic() - t0
+            log.info("occlusion: %d/%d positions, %.0f s elapsed, ETA %.0f s", n_done, len(positions), el,
+                     el / n_done * (len(positions) - n_done))
     voxel_map = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     return voxel_map, grid, base
 

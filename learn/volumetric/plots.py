@@ -54,7 +54,7 @@ def plot_orthogonal(volume, path, *, background=None, affine=None, title: str = 
     if affine is not None:
         xyz = np.asarray(affine)[:3, :3] @ np.asarray(cut) + np.asarray(affine)[:3, 3]
         where += f" = MNI ({xyz[0]:.0f}, {xyz[1]:.0f}, {xyz[2]:.0f}) mm"
-    fig.suptitle(f"{title}  [{where}]")
+    fig.suptitle(f"{title}\n[{where}]", fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.7, label=label)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,17 +63,19 @@ def plot_orthogonal(volume, path, *, background=None, affine=None, title: str = 
     return path
 
 
-def plot_scores_vs_mmse(scores, mmse, groups, path, title: str = "") -> Path:
-    """Scatter of predicted AD score against MMSE, one colour per group."""
+def plot_scores_vs_mmse(scores, mmse, groups, path, title: str = "", threshold: float | None = None) -> Path:
+    """Scatter of predicted AD score against MMSE, one colour per group (dashed line: the decision threshold)."""
     plt = _fig()
-    fig, ax = plt.subplots(figsize=(5, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.5))
     g = np.asarray(groups).astype(str)
     for lab in sorted(set(g.tolist())):
         sel = g == lab
         ax.scatter(np.asarray(mmse)[sel], np.asarray(scores)[sel], s=12, label=lab, alpha=0.7)
+    if threshold is not None:
+        ax.axhline(threshold, color="k", ls="--", lw=0.8)
     ax.set_xlabel("MMSE")
     ax.set_ylabel("predicted AD score")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.legend()
     path = Path(path)
     fig.tight_layout()
@@ -82,7 +84,7 @@ def plot_scores_vs_mmse(scores, mmse, groups, path, title: str = "") -> Path:
     return path
 
 
-def plot_qc(report, path, group: str = "dataset") -> Path:
+def plot_qc(report, path, group: str = "dataset", title: str = "QC: template correlation (red: excluded)") -> Path:
     """Template correlation per scan, per group, with each group's exclusion threshold."""
     plt = _fig()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -94,7 +96,7 @@ def plot_qc(report, path, group: str = "dataset") -> Path:
         ax.hlines(sub["qc_threshold"].iloc[0], i - 0.3, i + 0.3, colors="k")
     ax.set_xticks(range(report[group].nunique()), sorted(report[group].unique()), rotation=45, ha="right")
     ax.set_ylabel("r with grand-mean GMV")
-    ax.set_title("QC: template correlation (red: excluded)")
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

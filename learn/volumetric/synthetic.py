@@ -186,6 +186,8 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
     spacing : float
         3.0 (48x60x43) for tests; 1.5 (96x120x86) for shape checks.
     seed : int
+        0 names subjects ``SYNTHETIC_S00_000``, sites ``SYNTHETIC_S00`` and datasets ``SYNTHETIC_D00``; any other
+        seed ``SYNTHETIC_R<seed>_S00_000`` etc., so that cohorts made with different seeds never share a subject.
     qc_fraction : float
         Share of scans corrupted (planted QC outliers, column ``qc_outlier``).
     effect : float
@@ -200,7 +202,8 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
     -------
     Path
         The cohort CSV. Columns: subject, session, dataset, site, label (1 AD / 0 NC / empty for MCI), sex,
-        age, mmse, diagnosis, severity, head_size, qc_outlier, gmd_path, gmv_path (relative to the CSV), synthetic.
+        age, mmse, diagnosis, severity, head_size, qc_outlier, field_strength (odd sites "3T", even "1.5T"; a
+        label only, no planted effect), gmd_path, gmv_path (relative to the CSV), synthetic.
     """
     import pandas as pd
 
@@ -220,6 +223,7 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
              out_dir)
     rows = []
     rng = np.random.default_rng([seed, 1])
+    tag = "SYNTHETIC_" if seed == 0 else f"SYNTHETIC_R{seed}_"  # distinct subjects, sites, datasets per seed
     for s in range(n_sites):
         sp = _site_params(seed, s, site_effects)
         n_ad = int(round(sp["prevalence"] * n_per_site))
@@ -237,6 +241,7 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
             qc = "" if u >= qc_fraction else ("roll" if u < qc_fraction / 2 else "noise")
             subj = f"SYNTHETIC_S{s:02d}_{k:03d}"
             truth = SyntheticSubject(subj, s, dx, a, sex, age, h, mmse, qc)
+            subj = subj.replace("SYNTHETIC_", tag)
             gmd, gmv = make_subject(template, mask, affine, H, B, truth, sp, seed, effect)
             paths = []
             for kind, vol in (("wc1", gmd), ("mwc1", gmv)):
@@ -246,10 +251,11 @@ def make_synthetic_cohort(out_dir, *, n_sites: int = 6, n_per_site: int = 40, n_
                 nib.save(img, p)
                 paths.append(p.relative_to(out_dir).as_posix())
             rows.append({
-                "subject": subj, "session": 1, "dataset": f"SYNTHETIC_D{s // sites_per_dataset:02d}",
-                "site": f"SYNTHETIC_S{s:02d}", "label": {"AD": 1, "NC": 0}.get(dx, np.nan), "sex": sex,
+                "subject": subj, "session": 1, "dataset": f"{tag}D{s // sites_per_dataset:02d}",
+                "site": f"{tag}S{s:02d}", "label": {"AD": 1, "NC": 0}.get(dx, np.nan), "sex": sex,
                 "age": round(age, 1), "mmse": mmse, "diagnosis": dx, "severity": round(a, 4),
-                "head_size": round(h, 4), "qc_outlier": qc, "gmd_path": paths[0], "gmv_path": paths[1],
+                "head_size": round(h, 4), "qc_outlier": qc, "field_strength": "3T" if s % 2 else "1.5T",
+                "gmd_path": paths[0], "gmv_path": paths[1],
                 "synthetic": True,
             })
     df = pd.DataFrame(rows)

@@ -30,6 +30,11 @@ def fake_run(tmp_path_factory, synthetic_cohort):
     model = build_model(cfg.model)
     save_checkpoint(run / "fold0" / "model.pt", model=model, epoch=0, args=cfg)
     (run / "results.json").write_text(json.dumps({"folds": [{"fold": 0, "accuracy": 0.5}]}))
+    co = pd.read_csv(synthetic_cohort)
+    co = co[co["label"].notna()]
+    test = co["site"] == "SYNTHETIC_S01"
+    (run / "fold0" / "split.json").write_text(json.dumps({"fit": sorted(co.loc[~test, "subject"]), "val": [],
+                                                          "test": sorted(co.loc[test, "subject"])}))
     return run
 
 
@@ -39,9 +44,14 @@ def test_cli_predict_and_clinical(fake_run, synthetic_cohort, tmp_path, capsys):
                      "--device", "cpu"]) == 0
     df = pd.read_csv(pred)
     assert len(df) == 84 and df["score"].between(0, 1).all() and "score_fold0" in df
-    # clinical analyses on planted scores (the untrained model's scores are not informative)
+    # the run trained on the labelled scans of this cohort: their scores are in-sample, and clinical refuses them
+    assert df["in_sample"].sum() == 60 and not df.loc[df["label"].isna(), "in_sample"].any()
+    assert vol_main(["clinical", "--predictions", str(pred), "--out", str(tmp_path / "clin")]) == 1
+    assert "60 of 84 scans" in capsys.readouterr().err
+    # clinical analyses on planted scores (the untrained model's scores are not informative), given as
+    # out-of-fold predictions
     df["score"] = 1 / (1 + np.exp(-(df["severity"] - 0.4) * 8))
-    df.to_csv(pred, index=False)
+    df.assign(fold=0, y_true=df["label"]).drop(columns="in_sample").to_csv(pred, index=False)
     assert vol_main(["clinical", "--predictions", str(pred), "--out", str(tmp_path / "clin")]) == 0
     res = json.loads((tmp_path / "clin" / "clinical_summary.json").read_text())
     assert res["spearman_mmse_all"]["rho"] < -0.5
@@ -66,6 +76,7 @@ def test_cli_occlusion_and_gradcam_write_nifti(fake_run, synthetic_cohort, tmp_p
     np.testing.assert_allclose(img.affine, nib.load(synthetic_cohort.parent / "SYNTHETIC_mask.nii.gz").affine)
     assert np.all(np.asarray(img.dataobj)[44:] == 0)  # outside the crop
     assert (tmp_path / "occ" / "occlusion.png").is_file()
+    assert json.loads((tmp_path / "occ" / "occlusion.json").read_text())["scored"].startswith("6 scans that no fold model trained on")
     assert vol_main(["gradcam", "--run", str(fake_run), "--cohort", str(csv), "--out", str(tmp_path / "cam"),
                      "--device", "cpu"]) == 0
     cam = np.asarray(nib.load(tmp_path / "cam" / "gradcam.nii.gz").dataobj)
