@@ -40,6 +40,8 @@ Example config (the seed's schedule is the default; a CPU-sized synthetic run)::
     [cv]
     scheme = "kfold"          # or "loso"
     n_splits = 5
+    repeats = 1               # R cross-validations with other folds and seeds: mean, SD, corrected interval
+    permutations = 0          # P within-site label permutations: p-value against chance, null figure
 """
 
 from __future__ import annotations
@@ -167,12 +169,15 @@ def run_experiment(cfg) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, out / "config.resolved.json")
     dataset = load_dataset(cfg)
+    from .uncertainty import add_uncertainty, announce_cost
+
+    announce_cost(dataset, cfg.cv)
     result = cross_validate(
         dataset, model_cfg=cfg.model, schedule=cfg.schedule, cv=cfg.cv, out_dir=out, device=cfg.device,
         seed=cfg.seed, amp=cfg.amp, progress=cfg.progress, num_workers=cfg.num_workers, resume=cfg.resume,
         keep_models=cfg.keep_models, args=cfg,
     )
-    return result
+    return add_uncertainty(dataset, cfg, result, out)  # repeats, permutations, corrected intervals
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -215,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
                 p = r["pooled"]
                 print(f"{ch}: accuracy {p['accuracy']:.3f} sensitivity {p['sensitivity']:.3f} "
                       f"specificity {p['specificity']:.3f} AUC {p['auc']:.3f} (n={p['n']})")
+            from learn.uncertainty import format_summary
+
+            print("\n".join(format_summary(result.get("uncertainty", {}))))
             print(f"results in {cfg.out_dir}")
             return 0
         from . import synthetic as S
