@@ -357,6 +357,10 @@ def summarize_units(units: dict, *, level: float = 0.95, alpha: float = 0.05, na
                                             null_mean=float(np.nanmean(null)) if np.isfinite(null).any()
                                             else float("nan"),
                                             min_p_value=1.0 / (len(perms) + 1))
+                if 1.0 / (len(perms) + 1) > alpha:
+                    entry["permutation"]["note"] = (
+                        f"{len(perms)} permutations cannot give p <= {alpha:g} (the smallest p is "
+                        f"1/{len(perms) + 1}); run at least {math.ceil(1 / alpha) - 1}")
             else:
                 entry["permutation"].update(p_value=None, beats_chance=False,
                                             note="the observed AUC is undefined (one class or constant scores)")
@@ -381,6 +385,8 @@ def format_summary(summary: dict) -> list[str]:
                 text += f"; permutation test: {p.get('note')}"
             else:
                 verdict = "beats chance" if p["beats_chance"] else "does NOT beat chance"
+                if "note" in p:
+                    verdict += f" ({p['note']})"
                 text += (f"; permutation p = {p['p_value']:.3f} over {p['n']} permutations: {verdict} "
                          f"(alpha {p['alpha']:g})")
         lines.append(text)
