@@ -427,7 +427,7 @@ def plot_null_distribution(summary: dict, path, title: str = "") -> Path:
         p = summary[ch]["permutation"]
         null = np.asarray(p["null_auc"], dtype=np.float64)
         null = null[np.isfinite(null)]
-        ax.hist(null, bins=max(5, min(30, null.shape[0] // 2)), range=(0.0, 1.0), color="0.7",
+        ax.hist(null, bins=40, range=(0.0, 1.0), color="0.7",
                 label=f"null ({p['n']} permutations)")
         ax.axvline(0.5, color="0.3", lw=0.8, ls=":")
         if np.isfinite(p["observed_auc"]):
