@@ -368,8 +368,12 @@ def summarize_units(units: dict, *, level: float = 0.95, alpha: float = 0.05, na
     return out
 
 
+def _num(x) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
 def _fmt_ci(ci) -> str:
-    return "n/a" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+    return "n/a" if ci is None else f"[{_num(ci[0])}, {_num(ci[1])}]"
 
 
 def format_summary(summary: dict) -> list[str]:
@@ -377,7 +381,7 @@ def format_summary(summary: dict) -> list[str]:
     lines = []
     for ch, e in summary.items():
         r, c = e["repeats"], e["corrected_ci"]["auc"]
-        text = (f"{ch}: AUC over {r['n']} repeat(s) {r['auc_mean']:.3f} (SD {r['auc_sd']:.3f}); "
+        text = (f"{ch}: AUC over {r['n']} repeat(s) {_num(r['auc_mean'])} (SD {_num(r['auc_sd'])}); "
                 f"corrected {int(100 * e['corrected_ci']['level'])}% CI {_fmt_ci(c.get('ci'))}")
         p = e.get("permutation")
         if p is not None:
@@ -387,7 +391,7 @@ def format_summary(summary: dict) -> list[str]:
                 verdict = "beats chance" if p["beats_chance"] else "does NOT beat chance"
                 if "note" in p:
                     verdict += f" ({p['note']})"
-                text += (f"; permutation p = {p['p_value']:.3f} over {p['n']} permutations: {verdict} "
+                text += (f"; permutation p = {_num(p['p_value'])} over {p['n']} permutations: {verdict} "
                          f"(alpha {p['alpha']:g})")
         lines.append(text)
     return lines
