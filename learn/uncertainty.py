@@ -264,7 +264,7 @@ def run_units(run_unit: Callable[[Unit], object], *, labels, sites=None, subject
     """
     from tqdm.auto import tqdm
 
-    from learn.utils import progress_enabled
+    from learn.utils import is_main_process, progress_enabled
 
     repeats = _check_count(repeats, "repeats", 1)
     permutations = _check_count(permutations, "permutations", 0)
@@ -287,7 +287,7 @@ def run_units(run_unit: Callable[[Unit], object], *, labels, sites=None, subject
             continue
         pred = first if (unit.kind == "repeat" and unit.index == 0 and first is not None) else run_unit(unit)
         s = {"kind": unit.kind, "index": unit.index, "channels": unit_summary(pred, y.shape[0])}
-        if path is not None:
+        if path is not None and is_main_process():
             _write_json(path, s)
         summaries[unit.kind].append(s)
     return {"repeats": summaries["repeat"], "permutations": summaries["permutation"], "n_samples": int(y.shape[0])}
