@@ -1,24 +1,26 @@
-"""Uncertainty of a cross-validated classifier: repeated cross-validation and permutation tests against chance.
+"""Uncertainty of a cross-validated classifier: repeated cross-validation, permutation tests against chance.
 
 Two questions, two answers:
 
-- *How well would this pipeline do on new subjects from these sites?* The interval must include the variance of
-  the training runs and of the fold assignment, not only the sampling of test subjects. :func:`corrected_t_interval`
-  is the corrected resampled t-interval (Nadeau and Bengio 2003, "Inference for the generalization error"; applied
-  to R x K repeated cross-validation by Bouckaert and Frank 2004): the mean of the J = R x K per-fold estimates, with
-  variance ``(1/J + n_test/n_train) * s**2``, where ``s**2`` is the variance of the per-fold estimates and the
-  ``n_test/n_train`` term accounts for the overlap of the training sets, and a Student t quantile with ``J - 1``
-  degrees of freedom. The percentile bootstrap over the pooled out-of-fold predictions of one run
-  (:func:`learn.metrics.bootstrap_ci`) holds the trained models fixed: it is too narrow.
-- *Is there any signal at all?* :func:`permutation_pvalue` (Ojala and Garriga 2010, test 1): the whole pipeline
-  (splits, training, scoring) is rerun on P label permutations, permuted within site (:func:`permute_labels`) so
-  that site structure is kept, and ``p = (1 + #{null AUC >= observed AUC}) / (P + 1)``. The observed statistic is
-  the pooled AUC of the first repeat, computed exactly as each permutation's (same splits and training seeds), so
-  the test is exact for any P.
+- *How well would this pipeline do on new subjects from these sites?* The interval must include the variance
+  of the training runs and of the fold assignment, not only the sampling of test subjects.
+  :func:`corrected_t_interval` is the corrected resampled t-interval (Nadeau and Bengio 2003, "Inference for
+  the generalization error"; applied to R x K repeated cross-validation by Bouckaert and Frank 2004): the mean
+  of the J = R x K per-fold estimates, with variance ``(1/J + n_test/n_train) * s**2``, where ``s**2`` is the
+  variance of the per-fold estimates and the ``n_test/n_train`` term accounts for the overlap of the training
+  sets, and a Student t quantile with ``J - 1`` degrees of freedom. The percentile bootstrap over the pooled
+  out-of-fold predictions of one run (:func:`learn.metrics.bootstrap_ci`) holds the trained models fixed: it
+  is too narrow.
+- *Is there any signal at all?* :func:`permutation_pvalue` (Ojala and Garriga 2010, test 1): the whole
+  pipeline (splits, training, scoring) is rerun on P label permutations, permuted within site
+  (:func:`permute_labels`) so that site structure is kept, and
+  ``p = (1 + #{null AUC >= observed AUC}) / (P + 1)``. The observed statistic is the pooled AUC of the first
+  repeat, computed exactly as each permutation's (same splits and training seeds), so the test is exact for
+  any P.
 
-:func:`run_units` runs repeats and permutations of any pipeline given as a function (a CNN cross-validation, or a
-logistic regression on features), one resumable unit per folder, and :func:`summarize_units` turns the unit
-summaries into the ``uncertainty`` section that both learning paths write into ``results.json``.
+:func:`run_units` runs repeats and permutations of any pipeline given as a function (a CNN cross-validation,
+or a logistic regression on features), one resumable unit per folder, and :func:`summarize_units` turns the
+unit summaries into the ``uncertainty`` section that both learning paths write into ``results.json``.
 """
 
 from __future__ import annotations
@@ -51,17 +53,17 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CORRECTED_METHOD = ("corrected resampled t-interval (Nadeau and Bengio 2003) over the per-fold estimates of all "
-                    "repeats: includes training and fold-assignment variance")
-PERMUTATION_METHOD = ("whole-pipeline label permutation test (Ojala and Garriga 2010, test 1), labels permuted "
-                      "within site; p = (1 + #{null >= observed}) / (P + 1)")
+CORRECTED_METHOD = ("corrected resampled t-interval (Nadeau and Bengio 2003) over the per-fold estimates of "
+                    "all repeats: includes training and fold-assignment variance")
+PERMUTATION_METHOD = ("whole-pipeline label permutation test (Ojala and Garriga 2010, test 1), labels "
+                      "permuted within site; p = (1 + #{null >= observed}) / (P + 1)")
 UNIT_FILE = "unit.json"
 
 
 @dataclass(frozen=True)
 class Unit:
-    """One rerun of a pipeline: ``kind`` "repeat" (index r: fold assignment and training seeds of repeat r, true
-    labels) or "permutation" (index p >= 1: repeat 0's seeds, permuted labels)."""
+    """One rerun of a pipeline: ``kind`` "repeat" (index r: fold assignment and training seeds of repeat r,
+    true labels) or "permutation" (index p >= 1: repeat 0's seeds, permuted labels)."""
 
     kind: str
     index: int
@@ -111,7 +113,8 @@ def permute_labels(labels, *, sites=None, subjects=None, seed=0) -> np.ndarray:
                          f"{subj.shape} and {site.shape} were provided")
     uniq, first, inverse = np.unique(subj, return_index=True, return_inverse=True)
     if not (np.array_equal(y, y[first][inverse]) and np.array_equal(site, site[first][inverse])):
-        raise ValueError("a subject has rows with different labels or sites; give one label and site per subject")
+        raise ValueError("a subject has rows with different labels or sites; give one label and one site per "
+                         "subject")
     y_subj, site_subj = y[first], site[first]
     rng = np.random.default_rng(seed)
     out = y_subj.copy()
@@ -153,7 +156,8 @@ def corrected_t_interval(values, test_train_ratio: float, level: float = 0.95) -
     v = np.asarray(values, dtype=np.float64).reshape(-1)
     v = v[np.isfinite(v)]
     if v.shape[0] < 2:
-        raise ValueError(f"a corrected t-interval needs at least 2 per-fold estimates; {v.shape[0]} were provided")
+        raise ValueError(f"a corrected t-interval needs at least 2 per-fold estimates; {v.shape[0]} were "
+                         "provided")
     if not test_train_ratio > 0:
         raise ValueError(f"'test_train_ratio' should be > 0; {test_train_ratio!r} was provided")
     if not 0.0 < level < 1.0:
@@ -204,7 +208,8 @@ def unit_summary(pred, n_samples: int) -> dict:
     Returns
     -------
     dict
-        channel -> ``{"auc", "accuracy", "folds": [{"fold", "auc", "accuracy", "n_test"}], "test_train_ratio"}``
+        channel -> ``{"auc", "accuracy", "folds": [{"fold", "auc", "accuracy", "n_test"}],
+        "test_train_ratio"}``
     """
     if "channel" not in pred.columns:
         pred = pred.assign(channel="all")
@@ -235,9 +240,9 @@ def run_units(run_unit: Callable[[Unit], object], *, labels, sites=None, subject
     Parameters
     ----------
     run_unit : callable
-        ``run_unit(unit) -> DataFrame`` of the unit's test predictions (``label``, ``fold``, ``score``, optional
-        ``channel``): cross-validate with the seeds of repeat ``unit.index`` (kind "repeat") or of repeat 0 (kind
-        "permutation") on ``unit.labels``, writing anything it keeps under ``unit.dir``.
+        ``run_unit(unit) -> DataFrame`` of the unit's test predictions (``label``, ``fold``, ``score``,
+        optional ``channel``): cross-validate with the seeds of repeat ``unit.index`` (kind "repeat") or of
+        repeat 0 (kind "permutation") on ``unit.labels``, writing anything it keeps under ``unit.dir``.
     labels : (n,) int
         True labels of the rows (the order ``run_unit`` uses).
     sites, subjects : (n,) labels, optional
@@ -270,9 +275,11 @@ def run_units(run_unit: Callable[[Unit], object], *, labels, sites=None, subject
     permutations = _check_count(permutations, "permutations", 0)
     y = np.asarray(labels)
     out = Path(out_dir) if out_dir is not None else None
-    units = [Unit("repeat", r, y, None if out is None else out / "repeats" / f"r{r:03d}") for r in range(repeats)]
+    units = [Unit("repeat", r, y, None if out is None else out / "repeats" / f"r{r:03d}")
+             for r in range(repeats)]
     units += [Unit("permutation", p, permute_labels(y, sites=sites, subjects=subjects, seed=[int(seed), p]),
-                   None if out is None else out / "permutations" / f"p{p:04d}") for p in range(1, permutations + 1)]
+                   None if out is None else out / "permutations" / f"p{p:04d}")
+              for p in range(1, permutations + 1)]
     n_run = len(units) - (first is not None)
     cost = f"{n_run} cross-validation(s)" + (f" = {n_run * trainings_per_unit} model trainings"
                                              if trainings_per_unit else "")
@@ -290,7 +297,8 @@ def run_units(run_unit: Callable[[Unit], object], *, labels, sites=None, subject
         if path is not None and is_main_process():
             _write_json(path, s)
         summaries[unit.kind].append(s)
-    return {"repeats": summaries["repeat"], "permutations": summaries["permutation"], "n_samples": int(y.shape[0])}
+    return {"repeats": summaries["repeat"], "permutations": summaries["permutation"],
+            "n_samples": int(y.shape[0])}
 
 
 def _ci(values, ratio, level) -> dict:
@@ -301,7 +309,8 @@ def _ci(values, ratio, level) -> dict:
         return {"mean": float("nan"), "ci": None, "note": str(exc)}
 
 
-def summarize_units(units: dict, *, level: float = 0.95, alpha: float = 0.05, naive_ci: dict | None = None) -> dict:
+def summarize_units(units: dict, *, level: float = 0.95, alpha: float = 0.05,
+                    naive_ci: dict | None = None) -> dict:
     """The ``uncertainty`` section of ``results.json``, per channel.
 
     Parameters
@@ -313,8 +322,8 @@ def summarize_units(units: dict, *, level: float = 0.95, alpha: float = 0.05, na
     alpha : float
         A channel "beats chance" when its permutation p-value is <= ``alpha``.
     naive_ci : dict, optional
-        channel -> ``{"auc": (lo, hi), ...}``: today's bootstrap interval of repeat 0, copied beside the corrected
-        one under its own name.
+        channel -> ``{"auc": (lo, hi), ...}``: the bootstrap interval of repeat 0 (models held fixed), copied
+        beside the corrected one under its own name.
 
     Returns
     -------
@@ -363,7 +372,8 @@ def summarize_units(units: dict, *, level: float = 0.95, alpha: float = 0.05, na
                         f"1/{len(perms) + 1}); run at least {math.ceil(1 / alpha) - 1}")
             else:
                 entry["permutation"].update(p_value=None, beats_chance=False,
-                                            note="the observed AUC is undefined (one class or constant scores)")
+                                            note="the observed AUC is undefined (one class or constant "
+                                                 "scores)")
         out[ch] = entry
     return out
 
@@ -417,7 +427,7 @@ def uncertainty_table(summary: dict):
 
 
 def plot_null_distribution(summary: dict, path, title: str = "") -> Path:
-    """Histogram of the permutation null AUCs with the observed AUC, one panel per channel, saved to ``path``."""
+    """Histogram of the permutation null AUCs and the observed AUC, one panel per channel, in ``path``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -436,8 +446,8 @@ def plot_null_distribution(summary: dict, path, title: str = "") -> Path:
         ax.axvline(0.5, color="0.3", lw=0.8, ls=":")
         if np.isfinite(p["observed_auc"]):
             pv = p.get("p_value")
-            ax.axvline(p["observed_auc"], color="C3", lw=2,
-                       label=f"observed {p['observed_auc']:.3f}" + (f", p = {pv:.3f}" if pv is not None else ""))
+            text = f"observed {p['observed_auc']:.3f}" + (f", p = {pv:.3f}" if pv is not None else "")
+            ax.axvline(p["observed_auc"], color="C3", lw=2, label=text)
         ax.set_title(ch, fontsize=9)
         ax.set_xlabel("AUC")
         ax.legend(fontsize=7, loc="upper left")

@@ -103,7 +103,7 @@ class CVConfig:
     group_column: str | None = None
     always_train: list[str] = field(default_factory=list)
     folds: list[int] | None = None  # run only these fold numbers (0-based)
-    repeats: int = 1  # R cross-validations (other group-to-fold allocations and seeds): learn.volumetric.uncertainty
+    repeats: int = 1  # R cross-validations, other fold allocations and seeds (learn.volumetric.uncertainty)
     permutations: int = 0  # P reruns on labels permuted within site: p-value against chance
 
 

@@ -1,17 +1,18 @@
 """Repeated cross-validation and permutation tests for ``surfmap-learn volumetric train`` (``cv.repeats``,
 ``cv.permutations``), on top of :mod:`learn.uncertainty`.
 
-The seed-000 intervals of ``results.json`` (``cv.ci``: metrics on 1,000 random 50% subsamples of the pooled test
-scans) are kept and labelled for what they are: the trained models are held fixed, so they measure subject
-sampling only. Beside them, ``uncertainty`` holds the interval that also includes training and fold-assignment
-variance (the corrected resampled t over every fold of every repeat) and the permutation test against chance.
+The seed-000 intervals of ``results.json`` (``cv.ci``: metrics on 1,000 random 50% subsamples of the pooled
+test scans) are kept and labelled for what they are: the trained models are held fixed, so they measure
+subject sampling only. Beside them, ``uncertainty`` holds the interval that also includes training and
+fold-assignment variance (the corrected resampled t over every fold of every repeat) and the permutation test
+against chance.
 
-Repeat 0 is the standard run (``output_dir`` itself). Repeat r >= 1 reruns it with ``train.seed + 1000 r``, which
-reallocates the groups to folds (leave-sites-out, leave-datasets-out, stratified-group) and reseeds the training,
-into ``repeats/rNNN/``; permutation p reruns it with repeat 0's seeds on a copy of the cohort whose labels are
-permuted within site (subjects move whole), into ``permutations/pNNNN/``. Independent test cohorts are scored by
-the standard run only. A finished unit (``unit.json``) is skipped on a rerun; its checkpoints are deleted once its
-predictions are summarised (they are not reused).
+Repeat 0 is the standard run (``output_dir`` itself). Repeat r >= 1 reruns it with ``train.seed + 1000 r``,
+which reallocates the groups to folds (leave-sites-out, leave-datasets-out, stratified-group) and reseeds the
+training, into ``repeats/rNNN/``; permutation p reruns it with repeat 0's seeds on a copy of the cohort whose
+labels are permuted within site (subjects move whole), into ``permutations/pNNNN/``. Independent test cohorts
+are scored by the standard run only. A finished unit (``unit.json``) is skipped on a rerun; its checkpoints
+are deleted once its predictions are summarised (they are not reused).
 """
 
 from __future__ import annotations
@@ -24,15 +25,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from learn.uncertainty import format_summary, plot_null_distribution, run_units, summarize_units, uncertainty_table
+from learn.uncertainty import (
+    format_summary,
+    plot_null_distribution,
+    run_units,
+    summarize_units,
+    uncertainty_table,
+)
 
 __all__ = ["SUBSAMPLE_CI_METHOD", "run_experiment_with_uncertainty"]
 
 log = logging.getLogger(__name__)
 
-SUBSAMPLE_CI_METHOD = ("seed 000: 2.5/97.5 percentiles of the metrics on 1000 random 50% subsamples of the pooled "
-                       "test scans, models held fixed (subject sampling only; see 'uncertainty' for the interval "
-                       "that includes training variance)")
+SUBSAMPLE_CI_METHOD = ("seed 000: 2.5/97.5 percentiles of the metrics on 1000 random 50% subsamples of "
+                       "the pooled test scans, models held fixed (subject sampling only; see 'uncertainty' "
+                       "for the interval that includes training variance)")
 _REPEAT_SEED_STEP = 1000  # fold k of a run trains with train.seed + k
 
 
@@ -103,8 +110,10 @@ def run_experiment_with_uncertainty(cfg) -> dict:
         _prune_checkpoints(udir)
         return _unit_predictions(udir / "cv_predictions.csv")
 
-    units = run_units(run_unit, labels=lab[label].to_numpy().astype(int), sites=lab[site_col].astype(str).to_numpy(),
-                      subjects=lab["subject"].astype(str).to_numpy(), repeats=repeats, permutations=permutations,
+    units = run_units(run_unit, labels=lab[label].to_numpy().astype(int),
+                      sites=lab[site_col].astype(str).to_numpy(),
+                      subjects=lab["subject"].astype(str).to_numpy(), repeats=repeats,
+                      permutations=permutations,
                       out_dir=out, seed=cfg.train.seed, first=_unit_predictions(out / "cv_predictions.csv"),
                       trainings_per_unit=n_folds, progress=cfg.train.progress)
     naive = {"cv": results["cv"]["ci"]} if "ci" in results.get("cv", {}) else None
