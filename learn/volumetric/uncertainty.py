@@ -68,24 +68,27 @@ def run_experiment_with_uncertainty(cfg) -> dict:
     from learn.utils import is_main_process
     from learn.volumetric.config import resolve
     from learn.volumetric.data import read_cohort
-    from learn.volumetric.train import make_splits, run_experiment
+    from learn.volumetric.train import run_experiment
 
     cfg = resolve(cfg)
-    regression = cfg.model.kind == "age"
+    binary = cfg.model.kind != "age"
     label = cfg.data.label_column
-    cohort = read_cohort(cfg.data.cohort, label_column=None if regression else label)
-    if cfg.data.exclude_qc and "qc_excluded" in cohort.columns:
-        cohort = cohort[~cohort["qc_excluded"].astype(bool)].reset_index(drop=True)
+    cohort = read_cohort(cfg.data.cohort, label_column=label if binary else None)
     rows = np.flatnonzero(cohort[label].notna().to_numpy()) if label in cohort.columns else np.arange(0)
-    n_folds = len(make_splits(cohort, rows, cfg)) if cfg.cv.folds is None else len(cfg.cv.folds)
-    repeats, permutations = (1, 0) if regression else (cfg.cv.repeats, cfg.cv.permutations)
+    repeats, permutations = (cfg.cv.repeats, cfg.cv.permutations) if binary else (1, 0)
+    if cfg.cv.folds is not None:
+        n_folds = len(cfg.cv.folds)
+    elif str(cfg.cv.scheme).startswith("leave-one") and cfg.cv.group_column in cohort.columns:
+        n_folds = cohort[cfg.cv.group_column].iloc[rows].nunique()
+    else:
+        n_folds = cfg.cv.n_splits
     (log.warning if repeats + permutations > 1 else log.info)(
         "this run trains %d models: %d repeat(s) + %d permutation(s) of a cross-validation that trains %d",
         n_folds * (repeats + permutations), repeats, permutations, n_folds)
     results = run_experiment(cfg)
-    if regression:
-        return results
     out = Path(cfg.output_dir)
+    if not binary or "cv" not in results or not (out / "cv_predictions.csv").is_file():
+        return results
     site_col = "site" if "site" in cohort.columns else cfg.cv.group_column
     lab = cohort.iloc[rows]
 
@@ -98,12 +101,13 @@ def run_experiment_with_uncertainty(cfg) -> dict:
             train = dataclasses.replace(cfg.train, seed=cfg.train.seed + _REPEAT_SEED_STEP * unit.index)
         else:
             log.info("permutation %d of %d (labels permuted within %s)", unit.index, permutations, site_col)
-            permuted = cohort.copy()
+            # the whole cohort (QC exclusions and unlabelled scans are left to run_experiment), labels permuted
+            permuted = cohort.drop(columns=["row"])
             permuted.loc[permuted.index[rows], label] = unit.labels
             udir.mkdir(parents=True, exist_ok=True)
             path = udir / "permuted_cohort.csv"
-            permuted.drop(columns=["row"]).to_csv(path, index=False)
-            data = dataclasses.replace(data, cohort=str(path), exclude_qc=False)
+            permuted.to_csv(path, index=False)
+            data = dataclasses.replace(data, cohort=str(path))
         ucfg = dataclasses.replace(cfg, output_dir=str(udir), data=data, train=train,
                                    cv=dataclasses.replace(cfg.cv, repeats=1, permutations=0))
         run_experiment(ucfg)
