@@ -15,6 +15,7 @@ Core modules (import them directly; ``import learn`` itself does not import torc
 - :mod:`learn.training`: ``train_one_epoch``, ``evaluate``, ``fit``, ``keras_decay_scheduler``.
 - :mod:`learn.checkpoint`: atomic ``save_checkpoint`` / ``load_checkpoint``.
 - :mod:`learn.config`: TOML/JSON configs into dataclasses, unknown keys fail loudly.
+- :mod:`learn.uncertainty`: repeated cross-validation, corrected resampled t-intervals, permutation tests.
 """
 
 from __future__ import annotations

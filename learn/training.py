@@ -15,7 +15,6 @@ Regression losses (MSE, L1, Huber) give the raw output as ``scores``.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path

@@ -20,6 +20,10 @@ allowed ones; ``run --help`` lists every section and key with its default. Examp
 
 ``predict`` scores new subjects with a finished run's fold ensemble (per channel, mean of channels, stacked).
 ``synth`` writes a SYNTHETIC cohort in a real folder layout (plus ``cohort.csv`` and ground-truth effect maps).
+
+In the single-stage mode, ``[cv] repeats = R`` reruns the cross-validation with R fold assignments and seeds (mean,
+SD and the corrected resampled t-interval) and ``[cv] permutations = P`` runs P within-site label permutations
+(a p-value against chance and a null-distribution figure); see :mod:`learn.uncertainty`.
 """
 
 from __future__ import annotations
@@ -90,12 +94,15 @@ def run_experiment(cfg) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         save_resolved(cfg, out / "config.resolved.json")
     dataset = load_dataset(cfg)
+    from .uncertainty import add_uncertainty, announce_cost
+
+    announce_cost(dataset, cfg.cv)
     result = cross_validate(
         dataset, model_cfg=cfg.model, schedule=cfg.schedule, cv=cfg.cv, out_dir=out, device=cfg.device,
         seed=cfg.seed, amp=cfg.amp, progress=cfg.progress, num_workers=cfg.num_workers, resume=cfg.resume,
         keep_models=cfg.keep_models, args=cfg,
     )
-    return result
+    return add_uncertainty(dataset, cfg, result, out)  # repeats, permutations, corrected intervals
 
 
 def _run_help() -> str:
@@ -175,6 +182,9 @@ def _run(args) -> int:
         p = r["pooled"]
         print(f"{tag}{ch}: accuracy {p['accuracy']:.3f} sensitivity {p['sensitivity']:.3f} "
               f"specificity {p['specificity']:.3f} AUC {p['auc']:.3f} (n={p['n']})")
+    from learn.uncertainty import format_summary
+
+    print("\n".join(format_summary(result.get("uncertainty", {}))))
     print(f"results in {cfg.out_dir}")
     return 0
 

@@ -99,6 +99,9 @@ class CVConfig:
     ``inner_splits >= 2`` also runs, inside every outer training set, an inner grouped K-fold whose
     out-of-fold predictions (rows with ``role = "inner"``) are the leakage-free training features of a stacker
     (:mod:`learn.surface.stacking`): they come from models that never saw the outer test fold.
+
+    ``repeats = R`` reruns the whole cross-validation with R fold assignments and training seeds, and
+    ``permutations = P`` on P within-site label permutations (:mod:`learn.surface.uncertainty`).
     """
 
     scheme: str = "kfold"
@@ -109,8 +112,13 @@ class CVConfig:
     bootstrap_rounds: int = 1000
     shuffle_labels: bool = False
     inner_splits: int = 0
+    repeats: int = 1
+    permutations: int = 0
 
     def __post_init__(self):
+        if self.repeats < 1 or self.permutations < 0:
+            raise ConfigError(f"cv 'repeats' should be >= 1 and 'permutations' >= 0; {self.repeats} and "
+                              f"{self.permutations} were provided")
         if self.scheme not in ("kfold", "loso"):
             raise ConfigError(f"cv 'scheme' should be 'kfold' or 'loso'; {self.scheme!r} was provided")
         if self.normalization not in ("channel", "pixel", "none"):

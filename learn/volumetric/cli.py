@@ -262,7 +262,6 @@ def _read_predictions(paths):
 
 
 def _clinical(args, out) -> None:
-    import numpy as np
 
     from learn import MetricUndefinedError
     from learn.metrics import binary_metrics, subsample_ci
@@ -387,10 +386,14 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd in ("predict", "qc", "occlusion", "gradcam", "clinical"):
             _analysis(args)
         elif args.cmd == "train":
-            from learn.volumetric.train import load_volumetric_config, run_experiment
+            from learn.uncertainty import format_summary
+            from learn.volumetric.train import load_volumetric_config
+            from learn.volumetric.uncertainty import run_experiment_with_uncertainty
 
-            res = run_experiment(load_volumetric_config(args.config, args.set))
+            res = run_experiment_with_uncertainty(load_volumetric_config(args.config, args.set))
             summary = {k: res[k] for k in ("cv", "test") if k in res}
+            if "uncertainty" in res:
+                summary["uncertainty"] = format_summary(res["uncertainty"])
             print(json.dumps({"output_dir": res["output_dir"], "synthetic": res["synthetic"],
                               "shuffled_labels": res["shuffled_labels"], **summary}, indent=2, default=str))
         return 0

@@ -24,6 +24,8 @@ entries in ``[train]`` are filled from the paper for the chosen ``model.kind`` (
     [cv]
     scheme = "leave-sites-out"     # or "leave-datasets-out", "leave-one-site-out", "none" (all data)
     n_splits = 5
+    repeats = 1                    # R cross-validations: mean, SD and the corrected interval over R x K folds
+    permutations = 0               # P within-site label permutations: p-value against chance, null figure
 
 Seed 000's ablations are switches: ``data.channels = ["gmd"]`` / ``["gmv"]`` (one input map),
 ``model.transfer = "intact"`` (fine-tune the whole base network with a new Dropout + Dense, the paper's
@@ -116,6 +118,8 @@ class CVConfig:
     group_column: str | None = None
     always_train: list[str] = field(default_factory=list)
     folds: list[int] | None = None  # run only these fold numbers (0-based)
+    repeats: int = 1  # R cross-validations, other fold allocations and seeds (learn.volumetric.uncertainty)
+    permutations: int = 0  # P reruns on labels permuted within site: p-value against chance
 
 
 @dataclass
@@ -157,6 +161,9 @@ def resolve(cfg: VolumetricConfig) -> VolumetricConfig:
         raise ConfigError(f"cv.scheme should be one of {list(_SCHEMES)}; {cv.scheme!r} was provided")
     if train.keep not in ("best", "last"):
         raise ConfigError(f"train.keep should be 'best' or 'last'; {train.keep!r} was provided")
+    if cv.repeats < 1 or cv.permutations < 0:
+        raise ConfigError(f"cv.repeats should be >= 1 and cv.permutations >= 0; {cv.repeats} and "
+                          f"{cv.permutations} were provided")
     if train.epochs < 1 or train.batch_size < 1:
         raise ConfigError("train.epochs and train.batch_size should be positive")
     if cfg.model.ad_head_prepool not in (True, False, "auto"):
