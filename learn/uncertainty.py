@@ -226,10 +226,10 @@ def unit_summary(pred, n_samples: int) -> dict:
 
 
 def _write_json(path: Path, data) -> None:
-    from learn.checkpoint import _atomic_write, to_jsonable
+    from learn.checkpoint import to_jsonable
+    from surfmap._atomic import atomic_write_bytes
 
-    text = json.dumps(to_jsonable(data), indent=2).encode()
-    _atomic_write(path, lambda fh: fh.write(text))
+    atomic_write_bytes(path, json.dumps(to_jsonable(data), indent=2).encode())
 
 
 def run_units(run_unit: Callable[[Unit], object], *, labels, sites=None, subjects=None, repeats: int = 1,
