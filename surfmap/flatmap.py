@@ -185,7 +185,8 @@ class FlatMap:
         One vertex per vertex of the mesh given to ``flatten`` (``n_vertices``, default
         ``info['n_original']``), in its order, so the file pairs with that mesh's metric files:
         ``x, y`` = ``uv`` scaled so that the flat area equals the 3D area of the cut (mm when the
-        surface is in mm), centred on the origin, ``z = 0``. Faces are :meth:`original_faces`
+        surface is in mm; 100 units a side when the map holds no 3D ``vertices``), centred on the
+        origin, ``z = 0``. Faces are :meth:`original_faces`
         (inserted vertices are left out, their faces restored); vertices outside the cut sit at
         the origin and belong to no face, as in HCP's flat surfaces. The GIFTI records
         ``GeometricType`` ``Flat``.
