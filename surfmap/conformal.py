@@ -71,6 +71,16 @@ _FLOOR_TOL = 1e-8  # a stalled Newton (round-off floor) is accepted below this c
 _PCG_MAXITER = 25  # more PCG iterations than this: refactorise now
 _PCG_REFACTOR = 8  # more than this: refactorise at the next Newton step (fs_LR 32k left: 1 Newton
 # factorisation and 32 PCG iterations; 10 gave 34, 6 gave 2 factorisations)
+_PCG_SCALE_VERTICES = 30_000  # both limits grow as sqrt(n / this) above it: a factorisation costs
+# more PCG iterations on larger meshes (about 30 at 29k vertices, 55 at 146k: S1 lh white, 1.0-1.3 s
+# against 20 ms; there the fixed 25 / 8 gave 3 factorisations and 53 PCG iterations, the scaled
+# limits 1 and 58)
+
+
+def _pcg_limits(n):
+    """PCG iterations after which to refactorise at once, and at the next Newton step."""
+    s = max(1.0, np.sqrt(n / _PCG_SCALE_VERTICES))
+    return int(_PCG_MAXITER * s), int(_PCG_REFACTOR * s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,14 +212,23 @@ class _SPDSolver:
     1e-13 in 3 iterations from it. Falls back to float64 if a pivot vanishes.
     """
 
-    def __init__(self, A: sp.csc_matrix, single: bool = False, points: np.ndarray | None = None):
+    def __init__(
+        self, A: sp.csc_matrix, single: bool = False, points: np.ndarray | None = None, order: np.ndarray | None = None
+    ):
         opts = {"permc_spec": "MMD_AT_PLUS_A", "diag_pivot_thresh": 0.0, "options": {"SymmetricMode": True}}
+        self.n = A.shape[0]
         self.order = None
-        if points is not None and A.shape[0] > _ND_MIN_VERTICES:
+        if order is not None:
+            # an earlier factorisation's fill-reducing order (vertices added since go last):
+            # skips SuperLU's minimum-degree ordering, a quarter of a factorisation at 146k
+            # vertices (S1 lh white, float32: 1.00 s instead of 1.34 s CPU, same fill)
+            self.order = np.concatenate([order, np.arange(len(order), self.n)]) if len(order) < self.n else order
+        elif points is not None and A.shape[0] > _ND_MIN_VERTICES:
             # SuperLU's minimum degree stalls on large meshes (467k vertices: > 120 s for one
             # ordering); geometric nested dissection (the transport stage's) orders them in
             # seconds: 10.5 s for the whole float64 factorisation at 467k, against 30 s with COLAMD.
             self.order = _kt.nested_dissection(points, A.indptr, A.indices, 64)
+        if self.order is not None:
             indptr, indices, data = _kt.permute_symmetric(A.indptr, A.indices, A.data, self.order)
             A = sp.csc_matrix((data, indices, indptr), shape=A.shape)
             opts["permc_spec"] = "NATURAL"
@@ -222,6 +241,11 @@ class _SPDSolver:
                 pass
         if not self.single:
             self.lu = spla.splu(A, **opts)
+        if self.order is None:  # the symmetric order SuperLU chose, for reuse
+            self.reuse_order = np.empty_like(self.lu.perm_c)
+            self.reuse_order[self.lu.perm_c] = np.arange(self.n)
+        else:
+            self.reuse_order = self.order
 
     def solve(self, b):
         if self.order is not None:
@@ -537,6 +561,26 @@ def _split_boundary_edges(tri, u, halfedges):
 # Newton
 
 
+class _Stale:
+    """A factorisation not to be used again, kept for its fill-reducing order."""
+
+    def __init__(self, solver):
+        self.reuse_order = solver.reuse_order
+
+
+def _preconditioner(solver, H):
+    """``solver.solve`` as a PCG preconditioner for ``H`` (None without a usable solver).
+    Vertices added since the factorisation (boundary splits: a few) get the Jacobi
+    preconditioner, so that a split does not force a new factorisation."""
+    if solver is None or isinstance(solver, _Stale):
+        return None
+    if solver.n == H.shape[0]:
+        return solver.solve
+    n0 = solver.n
+    inv_diag = 1.0 / H.diagonal()[n0:]
+    return lambda r: np.concatenate([solver.solve(r[:n0]), r[n0:] * inv_diag])
+
+
 def _split_degenerate_boundary(tri, u, Theta, max_flips):
     """Split boundary edges opposite angles above ``_SPLIT_ANGLE`` (repeatedly: a split can
     expose another), restore the Delaunay property by Ptolemy flips, and extend ``u`` and the
@@ -564,7 +608,7 @@ def _newton(
     n_start = tri.n
     u, Theta, split_flips = _split_degenerate_boundary(tri, u, Theta, max_flips)
     if tri.n != n_start:
-        solver = pattern = None
+        pattern = None
     flips += split_flips
     angle_sum = np.empty(tri.n)
     cotw = np.empty(3 * len(tri.F))
@@ -622,20 +666,23 @@ def _newton(
         # inexact Newton: PCG preconditioned by the factorisation of an earlier Hessian (the
         # cotangent Laplacian changes little along a conformal flow); refactorise when PCG slows
         rtol = min(_FORCING_MAX, max(1e-13, _FORCING * res))
-        d, k, ok = (None, 0, False) if solver is None else _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+        pcg_max, pcg_refactor = _pcg_limits(tri.n)
+        M = _preconditioner(solver, H)
+        d, k, ok = (None, 0, False) if M is None else _pcg(H, -g, M, rtol, pcg_max)
         refactored = not ok
         if not ok:
-            solver = _SPDSolver(H, single=True, points=_points(points, tri))
+            order = None if solver is None else solver.reuse_order
+            solver = _SPDSolver(H, single=True, points=_points(points, tri), order=order)
             n_factor += 1
-            d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+            d, k2, ok = _pcg(H, -g, solver.solve, rtol, pcg_max)
             k += k2
             if not ok and solver.single:  # single precision too coarse for this Hessian
-                solver = _SPDSolver(H, points=_points(points, tri))
+                solver = _SPDSolver(H, points=_points(points, tri), order=solver.reuse_order)
                 n_factor += 1
-                d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+                d, k2, ok = _pcg(H, -g, solver.solve, rtol, pcg_max)
                 k += k2
-        elif k > _PCG_REFACTOR:
-            solver = None  # refactorise at the next iteration
+        elif k > pcg_refactor:
+            solver = _Stale(solver)  # refactorise at the next iteration (keeping the ordering)
         n_pcg += k
         it_pcg = k
         t_solve += time.perf_counter() - t0
@@ -671,7 +718,6 @@ def _newton(
             angle_sum = np.empty(tri.n)
             cotw = np.empty(3 * len(tri.F))
             E, bad = _k.evaluate(tri.F, tri.lam, u, Theta, angle_sum, cotw, True)
-            solver = None
             pattern_flips = -1
         g = Theta - angle_sum
         history.append(

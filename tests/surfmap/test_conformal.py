@@ -484,3 +484,23 @@ def test_split_boundary_edges_reproduces_lengths_and_halves_the_obtuse_angle():
                                [np.hypot(0.3, 0.01), np.hypot(0.7, 0.01), np.hypot(0.5, 1), np.hypot(0.2, 0.99)],
                                rtol=1e-12)
     assert len(C._obtuse_boundary_halfedges(tri, u, C._SPLIT_ANGLE)) == 0
+
+
+def test_spd_solver_reuses_an_earlier_order_and_extends_it_to_new_vertices():
+    mesh = planar_disk(rings=8, jitter=0.3)
+    L = cotangent_laplacian(mesh.vertices, mesh.faces).tocsc() + sp.eye(len(mesh.vertices)) * 1e-3
+    first = C._SPDSolver(L.tocsc())
+    assert sorted(first.reuse_order.tolist()) == list(range(L.shape[0]))
+    b = np.random.default_rng(0).normal(size=L.shape[0])
+    again = C._SPDSolver(L.tocsc(), order=first.reuse_order)
+    np.testing.assert_allclose(L @ again.solve(b), b, atol=1e-10)
+    # two more vertices: the order is extended; the old factor preconditions the larger matrix
+    big = sp.block_diag([L, sp.eye(2)]).tolil()
+    big[0, L.shape[0]] = big[L.shape[0], 0] = -1e-3
+    big = big.tocsc() + sp.diags(np.r_[1e-3, np.zeros(L.shape[0] - 1), 1e-3, 0.0])
+    b2 = np.r_[b, 1.0, 2.0]
+    np.testing.assert_allclose(big @ C._SPDSolver(big, order=first.reuse_order).solve(b2), b2, atol=1e-10)
+    x, _, ok = C._pcg(big, b2, C._preconditioner(first, big), 1e-12, 50)
+    assert ok
+    np.testing.assert_allclose(big @ x, b2, atol=1e-9)
+    assert C._preconditioner(C._Stale(first), big) is None
