@@ -60,6 +60,12 @@ def _one_blas_thread(fn):
 
 
 _DELAUNAY_TOL = 1e-10  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
+_MAX_LOG_SCALE = 60.0  # conformal factors spanning more than e^60 cannot be laid out in float64
+_ELONGATED_HINT = (
+    "the mesh is too elongated for a conformal map onto a square with these corners (a long strip maps "
+    "onto a square only with exponential shrinking towards its ends). Pass corners at its four ends: the "
+    "map is then a rectangle rescaled to the square (its dilatation is reported in info)"
+)
 _SWITCH_TOL = 0.1  # curvature error at which provisional corners are replaced
 _MODULUS_TOL = 0.01  # re-choose default corners when |log modulus| exceeds this on the flat metric
 # (fsaverage5 left: 0.9856 -> 0.9996 for 3 more Newton iterations)
@@ -423,7 +429,8 @@ def _diag_slot(indptr, indices, i):
 
 def _pick_pair(M, t1, t3):
     """Among pairs with |log M| within 2e-3 of the best, the one with the closest arc fractions."""
-    err = np.abs(np.log(M))
+    with np.errstate(divide="ignore"):  # moduli that underflow (very elongated meshes) are never picked
+        err = np.abs(np.log(M))
     ok = err <= err.min() + 2e-3
     cost = np.where(ok, np.abs(t1[:, None] - t3[None, :]), np.inf)
     return np.unravel_index(int(np.argmin(cost)), cost.shape)
@@ -695,7 +702,11 @@ def _newton(
             nf, blocked = _k.make_delaunay(tri.F, tri.twin, tri.lam, ut, tri.deg, False, _DELAUNAY_TOL, max_flips)
             t_flip += time.perf_counter() - t_f
             if nf < 0:
-                raise ConvergenceError("conformal_map: edge flipping did not terminate (too many flips)")
+                raise ConvergenceError(
+                    f"conformal_map: edge flipping did not terminate at Newton iteration {it} (more than "
+                    f"{max_flips} flips) with the conformal factor spanning e^{float(np.ptp(ut)):.0f}; "
+                    + _ELONGATED_HINT
+                )
             it_flips += nf
             t_e = time.perf_counter()
             Et, bad = _k.evaluate(tri.F, tri.lam, ut, Theta, angle_sum, cotw, True)
@@ -931,6 +942,13 @@ def conformal_map(
 
     # layout on the (flipped) triangulation
     t0 = time.perf_counter()
+    span = float(np.ptp(u))
+    if span > _MAX_LOG_SCALE:
+        raise ConvergenceError(
+            f"conformal_map: {mesh.name}: the flat metric's scale spans e^{span:.0f} (edge lengths from "
+            f"{np.exp(u.min()):.3g} to {np.exp(u.max()):.3g} times their 3D lengths), more than float64 "
+            f"positions in one square resolve (e^{_MAX_LOG_SCALE:.0f}); " + _ELONGATED_HINT
+        )
     P, placed = _k.layout(F, twin, lam, u, nt, 0)
     if placed != nt:  # pragma: no cover - the disk is connected
         raise MeshError(f"{mesh.name}: layout reached {placed} of {nt} vertices")

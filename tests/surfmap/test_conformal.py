@@ -504,3 +504,14 @@ def test_spd_solver_reuses_an_earlier_order_and_extends_it_to_new_vertices():
     assert ok
     np.testing.assert_allclose(big @ x, b2, atol=1e-9)
     assert C._preconditioner(C._Stale(first), big) is None
+
+
+@pytest.mark.parametrize("length, width, nx", [(100.0, 1.0, 100), (1000.0, 0.01, 40)])
+def test_conformal_map_too_elongated_for_square_corners_raises_clearly(length, width, nx):
+    # modulus-1 corners on a long strip need conformal factors beyond float64 (e^73 and more):
+    # a clear error naming the remedy, not a ZeroDivisionError or a flip loop; its own corners work
+    mesh, corners = grid(nx, 4, length, width)
+    with pytest.raises(surfmap.exceptions.ConvergenceError, match="too elongated.*corners at its four ends"):
+        surfmap.conformal_map(mesh)
+    fm = surfmap.conformal_map(mesh, corners)
+    np.testing.assert_allclose(fm.info["modulus"], width / length, rtol=1e-9)
