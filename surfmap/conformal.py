@@ -820,8 +820,19 @@ def conformal_map(
     ``corner_choice``, ``width``, ``height``, ``modulus`` (H/W before the rescale),
     ``dilatation`` (of the diag(1/W, 1/H) rescale), ``straightness_error`` (largest distance of a
     boundary vertex from its side before snapping, unit-square units), ``boundary_monotone``,
-    ``folded_input_faces`` and ``repairs`` (input faces that folded on the layout and what was
-    done), ``timings`` (seconds per stage).
+    ``boundary_splits`` (boundary edges split intrinsically, at the start and during the flow),
+    ``folded_input_faces``, ``folded_after_repair`` and ``repairs`` (input faces that folded on
+    the layout and what was done), ``repair_region`` (when faces folded: vertices moved, faces
+    touched, rounds and rings of the local repair, faces no repair can unfold, mean dilatation of
+    the touched faces before and after against the rest of the map), ``timings`` (seconds per
+    stage).
+
+    Input faces can fold where the flat metric's (intrinsic Delaunay) triangulation differs from
+    the input's: they are repaired locally, with the boundary and all other vertices fixed, by
+    untangling a few rings around them with a conformal energy (Garanzha et al. 2021, see
+    :func:`_repair_folds`); the map is never replaced by a whole-disk Tutte map. A boundary edge
+    opposite an angle above 150 degrees (no flip can remove it; pial surfaces have them) is
+    split intrinsically at the foot of the altitude; inserted vertices take part in the flow only.
 
     Examples
     --------
