@@ -225,9 +225,9 @@ class _SPDSolver:
         self.n = A.shape[0]
         self.order = None
         if order is not None:
-            # an earlier factorisation's fill-reducing order (vertices added since go last):
-            # skips SuperLU's minimum-degree ordering, a quarter of a factorisation at 146k
-            # vertices (S1 lh white, float32: 1.00 s instead of 1.34 s CPU, same fill)
+            # an earlier factorisation's fill-reducing order for the same pattern (vertices added
+            # since go last): skips SuperLU's minimum-degree ordering, a quarter of a factorisation
+            # at 146k vertices (S1 lh white, float32: 1.00 s instead of 1.34 s CPU, same fill)
             self.order = np.concatenate([order, np.arange(len(order), self.n)]) if len(order) < self.n else order
         elif points is not None and A.shape[0] > _ND_MIN_VERTICES:
             # SuperLU's minimum degree stalls on large meshes (467k vertices: > 120 s for one
@@ -632,6 +632,7 @@ def _newton(
     t_pattern = t_flip = t_eval = 0.0
     n_factor = 0
     n_pcg = 0
+    solver_flips = 0 if solver is not None and flips == 0 else -1  # total flips when solver was made
     for it in range(max_iter + 1):
         res = float(np.abs(g).max())
         if switch is not None and res < switch_tol:
@@ -678,8 +679,11 @@ def _newton(
         d, k, ok = (None, 0, False) if M is None else _pcg(H, -g, M, rtol, pcg_max)
         refactored = not ok
         if not ok:
-            order = None if solver is None else solver.reuse_order
+            # an earlier order only while the pattern is the same (no flip since): after flips it
+            # leaves much more fill (S1 lh white: 16.9M against 9.9M entries; pial: 3-4x)
+            order = solver.reuse_order if solver is not None and solver_flips == total_flips else None
             solver = _SPDSolver(H, single=True, points=_points(points, tri), order=order)
+            solver_flips = total_flips
             n_factor += 1
             d, k2, ok = _pcg(H, -g, solver.solve, rtol, pcg_max)
             k += k2
