@@ -1307,16 +1307,17 @@ def _repair_folds(uv, V, F, loop, corners, width, height):
             break
         rings *= 2
     faces = np.flatnonzero(free_all[F].any(axis=1))
-    uv = Q / WH
-    uv[loop] = Q0[loop] / WH  # boundary vertices never move (exactly)
+    uv0 = uv
+    uv = uv0.copy()  # every vertex outside the regions keeps its position exactly
+    uv[free_all] = Q[free_all] / WH
     area = _k.signed_areas(uv, F)
     n_folded = int((area <= 0).sum())
-    moved = int((np.abs(uv - Q0 / WH).max(axis=1) > 1e-12).sum())
+    moved = int((uv != uv0).any(axis=1).sum())
     # dilatation of the region's faces before and after, against the rest (3D shapes as reference)
     Xall, _ = _reference_frames(V, F, np.ones(len(F)))
     in_region = np.zeros(len(F), dtype=bool)
     in_region[faces] = True
-    K0 = _dilatation(_jacobians(Q0 / WH, F, Xall))  # of the map as returned (as surfmap.distortion)
+    K0 = _dilatation(_jacobians(uv0, F, Xall))  # of the map as returned (as surfmap.distortion)
     K1 = _dilatation(_jacobians(uv, F, Xall))
     rest = ~in_region
 
