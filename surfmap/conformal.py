@@ -60,6 +60,12 @@ def _one_blas_thread(fn):
 
 
 _DELAUNAY_TOL = 1e-10  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
+_MAX_LOG_SCALE = 60.0  # conformal factors spanning more than e^60 cannot be laid out in float64
+_ELONGATED_HINT = (
+    "the mesh is too elongated for a conformal map onto a square with these corners (a long strip maps "
+    "onto a square only with exponential shrinking towards its ends). Pass corners at its four ends: the "
+    "map is then a rectangle rescaled to the square (its dilatation is reported in info)"
+)
 _SWITCH_TOL = 0.1  # curvature error at which provisional corners are replaced
 _MODULUS_TOL = 0.01  # re-choose default corners when |log modulus| exceeds this on the flat metric
 # (fsaverage5 left: 0.9856 -> 0.9996 for 3 more Newton iterations)
@@ -71,6 +77,16 @@ _FLOOR_TOL = 1e-8  # a stalled Newton (round-off floor) is accepted below this c
 _PCG_MAXITER = 25  # more PCG iterations than this: refactorise now
 _PCG_REFACTOR = 8  # more than this: refactorise at the next Newton step (fs_LR 32k left: 1 Newton
 # factorisation and 32 PCG iterations; 10 gave 34, 6 gave 2 factorisations)
+_PCG_SCALE_VERTICES = 30_000  # both limits grow as sqrt(n / this) above it: a factorisation costs
+# more PCG iterations on larger meshes (about 30 at 29k vertices, 55 at 146k: S1 lh white, 1.0-1.3 s
+# against 20 ms; there the fixed 25 / 8 gave 3 factorisations and 53 PCG iterations, the scaled
+# limits 1 and 58)
+
+
+def _pcg_limits(n):
+    """PCG iterations after which to refactorise at once, and at the next Newton step."""
+    s = max(1.0, np.sqrt(n / _PCG_SCALE_VERTICES))
+    return int(_PCG_MAXITER * s), int(_PCG_REFACTOR * s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,14 +218,23 @@ class _SPDSolver:
     1e-13 in 3 iterations from it. Falls back to float64 if a pivot vanishes.
     """
 
-    def __init__(self, A: sp.csc_matrix, single: bool = False, points: np.ndarray | None = None):
+    def __init__(
+        self, A: sp.csc_matrix, single: bool = False, points: np.ndarray | None = None, order: np.ndarray | None = None
+    ):
         opts = {"permc_spec": "MMD_AT_PLUS_A", "diag_pivot_thresh": 0.0, "options": {"SymmetricMode": True}}
+        self.n = A.shape[0]
         self.order = None
-        if points is not None and A.shape[0] > _ND_MIN_VERTICES:
+        if order is not None:
+            # an earlier factorisation's fill-reducing order for the same pattern (vertices added
+            # since go last): skips SuperLU's minimum-degree ordering, a quarter of a factorisation
+            # at 146k vertices (S1 lh white, float32: 1.00 s instead of 1.34 s CPU, same fill)
+            self.order = np.concatenate([order, np.arange(len(order), self.n)]) if len(order) < self.n else order
+        elif points is not None and A.shape[0] > _ND_MIN_VERTICES:
             # SuperLU's minimum degree stalls on large meshes (467k vertices: > 120 s for one
             # ordering); geometric nested dissection (the transport stage's) orders them in
             # seconds: 10.5 s for the whole float64 factorisation at 467k, against 30 s with COLAMD.
             self.order = _kt.nested_dissection(points, A.indptr, A.indices, 64)
+        if self.order is not None:
             indptr, indices, data = _kt.permute_symmetric(A.indptr, A.indices, A.data, self.order)
             A = sp.csc_matrix((data, indices, indptr), shape=A.shape)
             opts["permc_spec"] = "NATURAL"
@@ -222,6 +247,11 @@ class _SPDSolver:
                 pass
         if not self.single:
             self.lu = spla.splu(A, **opts)
+        if self.order is None:  # the symmetric order SuperLU chose, for reuse
+            self.reuse_order = np.empty_like(self.lu.perm_c)
+            self.reuse_order[self.lu.perm_c] = np.arange(self.n)
+        else:
+            self.reuse_order = self.order
 
     def solve(self, b):
         if self.order is not None:
@@ -399,7 +429,8 @@ def _diag_slot(indptr, indices, i):
 
 def _pick_pair(M, t1, t3):
     """Among pairs with |log M| within 2e-3 of the best, the one with the closest arc fractions."""
-    err = np.abs(np.log(M))
+    with np.errstate(divide="ignore"):  # moduli that underflow (very elongated meshes) are never picked
+        err = np.abs(np.log(M))
     ok = err <= err.min() + 2e-3
     cost = np.where(ok, np.abs(t1[:, None] - t3[None, :]), np.inf)
     return np.unravel_index(int(np.argmin(cost)), cost.shape)
@@ -537,6 +568,26 @@ def _split_boundary_edges(tri, u, halfedges):
 # Newton
 
 
+class _Stale:
+    """A factorisation not to be used again, kept for its fill-reducing order."""
+
+    def __init__(self, solver):
+        self.reuse_order = solver.reuse_order
+
+
+def _preconditioner(solver, H):
+    """``solver.solve`` as a PCG preconditioner for ``H`` (None without a usable solver).
+    Vertices added since the factorisation (boundary splits: a few) get the Jacobi
+    preconditioner, so that a split does not force a new factorisation."""
+    if solver is None or isinstance(solver, _Stale):
+        return None
+    if solver.n == H.shape[0]:
+        return solver.solve
+    n0 = solver.n
+    inv_diag = 1.0 / H.diagonal()[n0:]
+    return lambda r: np.concatenate([solver.solve(r[:n0]), r[n0:] * inv_diag])
+
+
 def _split_degenerate_boundary(tri, u, Theta, max_flips):
     """Split boundary edges opposite angles above ``_SPLIT_ANGLE`` (repeatedly: a split can
     expose another), restore the Delaunay property by Ptolemy flips, and extend ``u`` and the
@@ -564,7 +615,7 @@ def _newton(
     n_start = tri.n
     u, Theta, split_flips = _split_degenerate_boundary(tri, u, Theta, max_flips)
     if tri.n != n_start:
-        solver = pattern = None
+        pattern = None
     flips += split_flips
     angle_sum = np.empty(tri.n)
     cotw = np.empty(3 * len(tri.F))
@@ -581,6 +632,7 @@ def _newton(
     t_pattern = t_flip = t_eval = 0.0
     n_factor = 0
     n_pcg = 0
+    solver_flips = 0 if solver is not None and flips == 0 else -1  # total flips when solver was made
     for it in range(max_iter + 1):
         res = float(np.abs(g).max())
         if switch is not None and res < switch_tol:
@@ -622,20 +674,26 @@ def _newton(
         # inexact Newton: PCG preconditioned by the factorisation of an earlier Hessian (the
         # cotangent Laplacian changes little along a conformal flow); refactorise when PCG slows
         rtol = min(_FORCING_MAX, max(1e-13, _FORCING * res))
-        d, k, ok = (None, 0, False) if solver is None else _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+        pcg_max, pcg_refactor = _pcg_limits(tri.n)
+        M = _preconditioner(solver, H)
+        d, k, ok = (None, 0, False) if M is None else _pcg(H, -g, M, rtol, pcg_max)
         refactored = not ok
         if not ok:
-            solver = _SPDSolver(H, single=True, points=_points(points, tri))
+            # an earlier order only while the pattern is the same (no flip since): after flips it
+            # leaves much more fill (S1 lh white: 16.9M against 9.9M entries; pial: 3-4x)
+            order = solver.reuse_order if solver is not None and solver_flips == total_flips else None
+            solver = _SPDSolver(H, single=True, points=_points(points, tri), order=order)
+            solver_flips = total_flips
             n_factor += 1
-            d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+            d, k2, ok = _pcg(H, -g, solver.solve, rtol, pcg_max)
             k += k2
             if not ok and solver.single:  # single precision too coarse for this Hessian
-                solver = _SPDSolver(H, points=_points(points, tri))
+                solver = _SPDSolver(H, points=_points(points, tri), order=solver.reuse_order)
                 n_factor += 1
-                d, k2, ok = _pcg(H, -g, solver.solve, rtol, _PCG_MAXITER)
+                d, k2, ok = _pcg(H, -g, solver.solve, rtol, pcg_max)
                 k += k2
-        elif k > _PCG_REFACTOR:
-            solver = None  # refactorise at the next iteration
+        elif k > pcg_refactor:
+            solver = _Stale(solver)  # refactorise at the next iteration (keeping the ordering)
         n_pcg += k
         it_pcg = k
         t_solve += time.perf_counter() - t0
@@ -648,7 +706,11 @@ def _newton(
             nf, blocked = _k.make_delaunay(tri.F, tri.twin, tri.lam, ut, tri.deg, False, _DELAUNAY_TOL, max_flips)
             t_flip += time.perf_counter() - t_f
             if nf < 0:
-                raise ConvergenceError("conformal_map: edge flipping did not terminate (too many flips)")
+                raise ConvergenceError(
+                    f"conformal_map: edge flipping did not terminate at Newton iteration {it} (more than "
+                    f"{max_flips} flips) with the conformal factor spanning e^{float(np.ptp(ut)):.0f}; "
+                    + _ELONGATED_HINT
+                )
             it_flips += nf
             t_e = time.perf_counter()
             Et, bad = _k.evaluate(tri.F, tri.lam, ut, Theta, angle_sum, cotw, True)
@@ -671,7 +733,6 @@ def _newton(
             angle_sum = np.empty(tri.n)
             cotw = np.empty(3 * len(tri.F))
             E, bad = _k.evaluate(tri.F, tri.lam, u, Theta, angle_sum, cotw, True)
-            solver = None
             pattern_flips = -1
         g = Theta - angle_sum
         history.append(
@@ -763,8 +824,19 @@ def conformal_map(
     ``corner_choice``, ``width``, ``height``, ``modulus`` (H/W before the rescale),
     ``dilatation`` (of the diag(1/W, 1/H) rescale), ``straightness_error`` (largest distance of a
     boundary vertex from its side before snapping, unit-square units), ``boundary_monotone``,
-    ``folded_input_faces`` and ``repairs`` (input faces that folded on the layout and what was
-    done), ``timings`` (seconds per stage).
+    ``boundary_splits`` (boundary edges split intrinsically, at the start and during the flow),
+    ``folded_input_faces``, ``folded_after_repair`` and ``repairs`` (input faces that folded on
+    the layout and what was done), ``repair_region`` (when faces folded: vertices moved, faces
+    touched, rounds and rings of the local repair, faces no repair can unfold, mean dilatation of
+    the touched faces before and after against the rest of the map), ``timings`` (seconds per
+    stage).
+
+    Input faces can fold where the flat metric's (intrinsic Delaunay) triangulation differs from
+    the input's: they are repaired locally, with the boundary and all other vertices fixed, by
+    untangling a few rings around them with a conformal energy (Garanzha et al. 2021, see
+    :func:`_repair_folds`); the map is never replaced by a whole-disk Tutte map. A boundary edge
+    opposite an angle above 150 degrees (no flip can remove it; pial surfaces have them) is
+    split intrinsically at the foot of the altitude; inserted vertices take part in the flow only.
 
     Examples
     --------
@@ -885,6 +957,13 @@ def conformal_map(
 
     # layout on the (flipped) triangulation
     t0 = time.perf_counter()
+    span = float(np.ptp(u))
+    if span > _MAX_LOG_SCALE:
+        raise ConvergenceError(
+            f"conformal_map: {mesh.name}: the flat metric's scale spans e^{span:.0f} (edge lengths from "
+            f"{np.exp(u.min()):.3g} to {np.exp(u.max()):.3g} times their 3D lengths), more than float64 "
+            f"positions in one square resolve (e^{_MAX_LOG_SCALE:.0f}); " + _ELONGATED_HINT
+        )
     P, placed = _k.layout(F, twin, lam, u, nt, 0)
     if placed != nt:  # pragma: no cover - the disk is connected
         raise MeshError(f"{mesh.name}: layout reached {placed} of {nt} vertices")
@@ -1228,16 +1307,17 @@ def _repair_folds(uv, V, F, loop, corners, width, height):
             break
         rings *= 2
     faces = np.flatnonzero(free_all[F].any(axis=1))
-    uv = Q / WH
-    uv[loop] = Q0[loop] / WH  # boundary vertices never move (exactly)
+    uv0 = uv
+    uv = uv0.copy()  # every vertex outside the regions keeps its position exactly
+    uv[free_all] = Q[free_all] / WH
     area = _k.signed_areas(uv, F)
     n_folded = int((area <= 0).sum())
-    moved = int((np.abs(uv - Q0 / WH).max(axis=1) > 1e-12).sum())
+    moved = int((uv != uv0).any(axis=1).sum())
     # dilatation of the region's faces before and after, against the rest (3D shapes as reference)
     Xall, _ = _reference_frames(V, F, np.ones(len(F)))
     in_region = np.zeros(len(F), dtype=bool)
     in_region[faces] = True
-    K0 = _dilatation(_jacobians(Q0 / WH, F, Xall))  # of the map as returned (as surfmap.distortion)
+    K0 = _dilatation(_jacobians(uv0, F, Xall))  # of the map as returned (as surfmap.distortion)
     K1 = _dilatation(_jacobians(uv, F, Xall))
     rest = ~in_region
 

@@ -479,3 +479,67 @@ def test_split_boundary_edges_reproduces_lengths_and_halves_the_obtuse_angle():
                                [np.hypot(0.3, 0.01), np.hypot(0.7, 0.01), np.hypot(0.5, 1), np.hypot(0.2, 0.99)],
                                rtol=1e-12)
     assert len(C._obtuse_boundary_halfedges(tri, u, C._SPLIT_ANGLE)) == 0
+
+
+def test_spd_solver_reuses_an_earlier_order_and_extends_it_to_new_vertices():
+    mesh = planar_disk(rings=8, jitter=0.3)
+    L = cotangent_laplacian(mesh.vertices, mesh.faces).tocsc() + sp.eye(len(mesh.vertices)) * 1e-3
+    first = C._SPDSolver(L.tocsc())
+    assert sorted(first.reuse_order.tolist()) == list(range(L.shape[0]))
+    b = np.random.default_rng(0).normal(size=L.shape[0])
+    again = C._SPDSolver(L.tocsc(), order=first.reuse_order)
+    np.testing.assert_allclose(L @ again.solve(b), b, atol=1e-10)
+    # two more vertices: the order is extended; the old factor preconditions the larger matrix
+    big = sp.block_diag([L, sp.eye(2)]).tolil()
+    big[0, L.shape[0]] = big[L.shape[0], 0] = -1e-3
+    big = big.tocsc() + sp.diags(np.r_[1e-3, np.zeros(L.shape[0] - 1), 1e-3, 0.0])
+    b2 = np.r_[b, 1.0, 2.0]
+    np.testing.assert_allclose(big @ C._SPDSolver(big, order=first.reuse_order).solve(b2), b2, atol=1e-10)
+    x, _, ok = C._pcg(big, b2, C._preconditioner(first, big), 1e-12, 50)
+    assert ok
+    np.testing.assert_allclose(big @ x, b2, atol=1e-9)
+    assert C._preconditioner(C._Stale(first), big) is None
+
+
+@pytest.mark.parametrize("length, width, nx", [(100.0, 1.0, 100), (1000.0, 0.01, 40)])
+def test_conformal_map_too_elongated_for_square_corners_raises_clearly(length, width, nx):
+    # modulus-1 corners on a long strip need conformal factors beyond float64 (e^73 and more):
+    # a clear error naming the remedy, not a ZeroDivisionError or a flip loop; its own corners work
+    mesh, corners = grid(nx, 4, length, width)
+    with pytest.raises(surfmap.exceptions.ConvergenceError, match="too elongated.*corners at its four ends"):
+        surfmap.conformal_map(mesh)
+    fm = surfmap.conformal_map(mesh, corners)
+    np.testing.assert_allclose(fm.info["modulus"], width / length, rtol=1e-9)
+
+
+def test_untangling_energy_gradient_matches_finite_differences_and_stays_finite_on_folds():
+    rng = np.random.default_rng(4)
+    P, F = disk_points(rings=3)
+    V = np.column_stack([P, 0.2 * rng.normal(size=len(P))])
+    Xinv, _ = C._reference_frames(V, F, np.ones(len(F)))
+    Q = P + 0.15 * rng.normal(size=P.shape)  # some faces folded
+    free = np.arange(7)  # the centre and its ring
+    x = Q[free].ravel()
+    for eps in (0.5, 1e-3):
+        E, g, mindet = C._untangling_energy(x, Q, free, F, Xinv, eps, C._UNTANGLE_THETA)
+        assert np.isfinite(E) and mindet < 0
+        h = 1e-7
+        num = [
+            (C._untangling_energy(x + h * e, Q, free, F, Xinv, eps, C._UNTANGLE_THETA)[0]
+             - C._untangling_energy(x - h * e, Q, free, F, Xinv, eps, C._UNTANGLE_THETA)[0]) / (2 * h)
+            for e in np.eye(len(x))
+        ]
+        np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-6 * np.abs(g).max())
+    # a face folded far beyond eps: chi = eps^2 / (2 (sqrt(eps^2 + d^2) - d)) > 0, no cancellation to 0
+    E, _, _ = C._untangling_energy(x, Q * [1.0, -1.0], free, F, Xinv, 1e-9, C._UNTANGLE_THETA)
+    assert np.isfinite(E) and E > 1e12
+
+
+def test_one_side_chord_faces_finds_the_faces_beside_chords_within_a_side():
+    # a fan from vertex 0 of an octagon: every fan edge is a chord; with corners 0, 2, 4, 6 the
+    # chords 0-2 and 0-6 have both ends on one side, 0-3, 0-4 and 0-5 span two sides
+    F = np.array([[0, k, k + 1] for k in range(1, 7)])
+    loop = np.arange(8)
+    flagged = C._one_side_chord_faces(F, loop, np.array([0, 2, 4, 6]))
+    assert np.flatnonzero(flagged).tolist() == [0, 1, 4, 5]
+    assert not C._one_side_chord_faces(F, loop, np.array([1, 3, 5, 7])).any()
