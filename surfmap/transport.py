@@ -741,16 +741,21 @@ def area_preserving_map(
 
     The vertices of ``init`` (a bijective square map, by default the conformal map) are the
     sites; their target masses are the normalised barycentric 3D vertex areas; the source is the
-    uniform measure on [0, 1]^2. Damped Newton (Kitagawa-Merigot-Thibert: no cell ever smaller than
-    half the smallest start/target cell, gauge pinned) finds the power weights whose clipped
-    cells have those areas; its linear systems are solved inexactly (conjugate gradients
-    preconditioned by the sparse LU of an earlier Hessian, in nested-dissection order), and the
-    regular triangulations are kept up to date by edge flips, starting from the input faces.
+    uniform measure on [0, 1]^2. The sites are the start map with its boundary in order on the
+    sides and its folds (duplicate sites) repaired, so that no Delaunay cell is empty; if cells
+    still vanish in floating point, or Newton fails from them, Floater's mean-value map is the
+    start instead (``info["start"]``). Damped Newton (Kitagawa-Merigot-Thibert: no cell ever
+    smaller than half the smallest start/target cell, gauge pinned) finds the power weights whose
+    clipped cells have those areas; far from the solution it works on the log cell areas, each cell
+    asked to change by a bounded factor. Its linear systems are solved inexactly (conjugate
+    gradients preconditioned by the sparse LU of an earlier Hessian, in nested-dissection order),
+    and the regular triangulations are kept up to date by edge flips, starting from the input faces.
     Interior vertices go to their cell centroids, corners to the square's
     corners, boundary vertices to their side (midpoint of the cell's contact with it) in strictly
     monotone order. Folds are then removed and face areas matched by Gauss-Seidel sweeps on
-    ``sum_f A_f log(a_f / A_f)^2`` that never flip a positive face (a local Tutte solve is the
-    fallback), until the 95th percentile of ``|log(a_f / A_f)|`` is at most ``area_tol``.
+    ``sum_f A_f log(a_f / A_f)^2`` that never flip a positive face nor reorder a side (a local
+    solve with mean-value weights is the fallback), until the 95th percentile of
+    ``|log(a_f / A_f)|`` is at most ``area_tol``.
 
     Parameters
     ----------
@@ -774,15 +779,17 @@ def area_preserving_map(
     -------
     FlatMap
         ``uv`` (n, 2) in [0, 1]^2, the input faces (no flipped face), ``vertex_map`` and ``corners``
-        of ``init``; ``info`` holds the Newton iterations, halvings, sparse factorisations and
+        of ``init``; ``info`` holds ``start`` (how the sites were made: boundary reorders, folds
+        repaired, ``sites``), the Newton iterations, halvings, sparse factorisations and
         CG iterations of the inexact Newton solves, final cell-area error,
-        refinement statistics and stage timings (s).
+        refinement statistics (folds repaired and vertices moved) and stage timings (s).
 
     Raises
     ------
     MeshError
         ``mesh`` is not a disk, or ``init`` is not a map of ``mesh`` (other size or faces, NaN,
-        corners off the boundary).
+        corners off the boundary), or an interior edge joins two vertices of one side that are not
+        neighbours along it (a chord: no bijective map exists; ``surfmap.cut`` splits chords).
     ValueError
         ``tol``, ``max_iter``, ``area_tol`` or ``max_sweeps`` out of range.
     ConvergenceError
