@@ -303,7 +303,8 @@ def solve_transport(
 _FAR = 0.25  # largest |log(area / mass)| of a cell above which Newton works on log areas
 _CROWDED = 1e-10  # a start cell below this fraction of its mass: the sites are too crowded
 _MASS_FLOOR = 1e-3  # relative to the mean mass: the smallest mass cell errors are measured against
-_LOG_STEP = 2.0  # largest change of a log cell area one far Newton step asks for
+_LOG_STEP = 2.0  # largest change of a log cell area a far Newton step asks for (at first, and at least)
+_LOG_STEP_MAX = 8.0  # ... and at most, widened after full steps
 
 
 def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
@@ -323,6 +324,7 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
     # 1e-9 (found on an inflated surface of 146k vertices) cannot be matched to 1e-6 of itself
     scale = np.maximum(nu, _MASS_FLOOR / len(nu))
     solver = _NewtonSolver()
+    tau = _LOG_STEP
     try:
         for it in range(max_iter + 1):
             g = D.areas - nu
@@ -344,7 +346,7 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                 # neighbours, so the steps had to be damped to nothing (and every tiny step cost a
                 # convex hull); the log model keeps every predicted area positive.
                 phi = np.sqrt(_k.dot(r, r))
-                q = np.clip(r, -_LOG_STEP, _LOG_STEP)
+                q = np.clip(r, -tau, tau)
                 q -= _k.dot(D.areas, q)  # areas sum to 1: the change of log areas averages to 0
                 rhs = -D.areas * q
                 d, exact = solver.solve(H, A, P, rhs, 0.1 * (np.abs(rhs) + 0.01 * D.areas))
@@ -380,6 +382,8 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                         f"optimal transport: the Newton step could not be damped enough at iteration {it} "
                         f"(max relative cell-area error {err:.2e}); the sites may be too crowded or duplicated"
                     )
+            if far:  # trust region on the log step: wider after a full step, narrower after halvings
+                tau = min(2.0 * tau, _LOG_STEP_MAX) if t == 1.0 else max(0.5 * tau, _LOG_STEP)
             w, D = wt, Dt
             stats["newton_iterations"] += 1
     finally:
