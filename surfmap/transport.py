@@ -349,7 +349,7 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                 q = np.clip(r, -tau, tau)
                 q -= _k.dot(D.areas, q)  # areas sum to 1: the change of log areas averages to 0
                 rhs = -D.areas * q
-                d, exact = solver.solve(H, A, P, rhs, 0.1 * (np.abs(rhs) + 0.01 * D.areas))
+                d, exact = solver.solve(H, A, P, rhs, 0.3 * (np.abs(rhs) + 0.1 * D.areas))
             else:
                 # inexact Newton: every cell's residual within eta of its own area error (so that no
                 # cell close to the KMT bound is pushed below it) plus eta * err of its target mass
