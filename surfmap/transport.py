@@ -240,6 +240,7 @@ class _NewtonSolver:
             if ok:
                 self.stale = its > self.refactor_after
                 return d, False
+        self.lu = None  # free the old factor first (peak memory: ~160 MB each at 146k sites)
         self.lu = _Factor(A, sites)
         self.factorizations += 1
         self.stale = False
@@ -303,7 +304,8 @@ def solve_transport(
 _FAR = 0.25  # largest |log(area / mass)| of a cell above which Newton works on log areas
 _CROWDED = 1e-10  # a start cell below this fraction of its mass: the sites are too crowded
 _MASS_FLOOR = 1e-3  # relative to the mean mass: the smallest mass cell errors are measured against
-_LOG_STEP = 2.0  # largest change of a log cell area one far Newton step asks for
+_LOG_STEP = 2.0  # largest change of a log cell area a far Newton step asks for (at first, and at least)
+_LOG_STEP_MAX = 8.0  # ... and at most, widened after full steps
 
 
 def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
@@ -323,6 +325,7 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
     # 1e-9 (found on an inflated surface of 146k vertices) cannot be matched to 1e-6 of itself
     scale = np.maximum(nu, _MASS_FLOOR / len(nu))
     solver = _NewtonSolver()
+    tau = _LOG_STEP
     try:
         for it in range(max_iter + 1):
             g = D.areas - nu
@@ -344,10 +347,10 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                 # neighbours, so the steps had to be damped to nothing (and every tiny step cost a
                 # convex hull); the log model keeps every predicted area positive.
                 phi = np.sqrt(_k.dot(r, r))
-                q = np.clip(r, -_LOG_STEP, _LOG_STEP)
+                q = np.clip(r, -tau, tau)
                 q -= _k.dot(D.areas, q)  # areas sum to 1: the change of log areas averages to 0
                 rhs = -D.areas * q
-                d, exact = solver.solve(H, A, P, rhs, 0.1 * (np.abs(rhs) + 0.01 * D.areas))
+                d, exact = solver.solve(H, A, P, rhs, 0.3 * (np.abs(rhs) + 0.1 * D.areas))
             else:
                 # inexact Newton: every cell's residual within eta of its own area error (so that no
                 # cell close to the KMT bound is pushed below it) plus eta * err of its target mass
@@ -380,6 +383,8 @@ def _damped_newton(P, nu, w, start, tol, max_iter, eps0, stats):
                         f"optimal transport: the Newton step could not be damped enough at iteration {it} "
                         f"(max relative cell-area error {err:.2e}); the sites may be too crowded or duplicated"
                     )
+            if far:  # trust region on the log step: wider after a full step, narrower after halvings
+                tau = min(2.0 * tau, _LOG_STEP_MAX) if t == 1.0 else max(0.5 * tau, _LOG_STEP)
             w, D = wt, Dt
             stats["newton_iterations"] += 1
     finally:
@@ -741,16 +746,21 @@ def area_preserving_map(
 
     The vertices of ``init`` (a bijective square map, by default the conformal map) are the
     sites; their target masses are the normalised barycentric 3D vertex areas; the source is the
-    uniform measure on [0, 1]^2. Damped Newton (Kitagawa-Merigot-Thibert: no cell ever smaller than
-    half the smallest start/target cell, gauge pinned) finds the power weights whose clipped
-    cells have those areas; its linear systems are solved inexactly (conjugate gradients
-    preconditioned by the sparse LU of an earlier Hessian, in nested-dissection order), and the
-    regular triangulations are kept up to date by edge flips, starting from the input faces.
+    uniform measure on [0, 1]^2. The sites are the start map with its boundary in order on the
+    sides and its folds (duplicate sites) repaired, so that no Delaunay cell is empty; if cells
+    still vanish in floating point, or Newton fails from them, Floater's mean-value map is the
+    start instead (``info["start"]``). Damped Newton (Kitagawa-Merigot-Thibert: no cell ever
+    smaller than half the smallest start/target cell, gauge pinned) finds the power weights whose
+    clipped cells have those areas; far from the solution it works on the log cell areas, each cell
+    asked to change by a bounded factor. Its linear systems are solved inexactly (conjugate
+    gradients preconditioned by the sparse LU of an earlier Hessian, in nested-dissection order),
+    and the regular triangulations are kept up to date by edge flips, starting from the input faces.
     Interior vertices go to their cell centroids, corners to the square's
     corners, boundary vertices to their side (midpoint of the cell's contact with it) in strictly
     monotone order. Folds are then removed and face areas matched by Gauss-Seidel sweeps on
-    ``sum_f A_f log(a_f / A_f)^2`` that never flip a positive face (a local Tutte solve is the
-    fallback), until the 95th percentile of ``|log(a_f / A_f)|`` is at most ``area_tol``.
+    ``sum_f A_f log(a_f / A_f)^2`` that never flip a positive face nor reorder a side (a local
+    solve with mean-value weights is the fallback), until the 95th percentile of
+    ``|log(a_f / A_f)|`` is at most ``area_tol``.
 
     Parameters
     ----------
@@ -774,15 +784,17 @@ def area_preserving_map(
     -------
     FlatMap
         ``uv`` (n, 2) in [0, 1]^2, the input faces (no flipped face), ``vertex_map`` and ``corners``
-        of ``init``; ``info`` holds the Newton iterations, halvings, sparse factorisations and
+        of ``init``; ``info`` holds ``start`` (how the sites were made: boundary reorders, folds
+        repaired, ``sites``), the Newton iterations, halvings, sparse factorisations and
         CG iterations of the inexact Newton solves, final cell-area error,
-        refinement statistics and stage timings (s).
+        refinement statistics (folds repaired and vertices moved) and stage timings (s).
 
     Raises
     ------
     MeshError
         ``mesh`` is not a disk, or ``init`` is not a map of ``mesh`` (other size or faces, NaN,
-        corners off the boundary).
+        corners off the boundary), or an interior edge joins two vertices of one side that are not
+        neighbours along it (a chord: no bijective map exists; ``surfmap.cut`` splits chords).
     ValueError
         ``tol``, ``max_iter``, ``area_tol`` or ``max_sweeps`` out of range.
     ConvergenceError
