@@ -157,7 +157,8 @@ def load_cohort(cc: CohortConfig, *, seed_override: int | None = None, name_suff
 class Progress(logging.Filter):
     """Names the running unit in every epoch line and adds an ETA (attached to the ``learn`` loggers' records).
 
-    Work is counted in sample-epochs; the ETA is the time per sample-epoch so far times what is left."""
+    Work is counted in sample-epochs; the ETA is the training time per sample-epoch so far times what is left
+    (set-up, stacking, occlusion and figures are not counted)."""
 
     def __init__(self, synthetic: bool):
         super().__init__()
@@ -167,7 +168,8 @@ class Progress(logging.Filter):
         self.skipped = 0.0
         self.unit = ""
         self.n_train = 0
-        self.t0 = time.monotonic()
+        self.train_seconds = 0.0
+        self.t_last = time.monotonic()
 
     def plan(self, work: float) -> None:
         self.total += float(work)
@@ -177,6 +179,7 @@ class Progress(logging.Filter):
             self.skipped += float(n_train) * epochs
             return
         self.unit, self.n_train = unit, int(n_train)
+        self.t_last = time.monotonic()
         log.info("%s: training on %d subjects for %d epochs", self._tag(), n_train, epochs)
 
     def _tag(self) -> str:
@@ -184,14 +187,16 @@ class Progress(logging.Filter):
 
     def eta(self) -> str:
         left = max(self.total - self.done - self.skipped, 0.0)
-        elapsed = time.monotonic() - self.t0
         if self.done <= 0:
             return "ETA unknown"
-        s = int(round(elapsed / self.done * left))
+        s = int(round(self.train_seconds / self.done * left))
         return f"ETA {s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"ETA {s // 60}m{s % 60:02d}s"
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "learn.training" and isinstance(record.msg, str) and record.msg.startswith("epoch "):
+            now = time.monotonic()
+            self.train_seconds += now - self.t_last
+            self.t_last = now
             self.done += self.n_train
             record.msg = f"[{self._tag()}] {record.msg} | {self.eta()}"
         return True
