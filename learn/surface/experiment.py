@@ -59,6 +59,8 @@ class ExperimentData:
     cohort : SyntheticCohort or None
     rasterizers : dict of hemi -> surfmap.Rasterizer (with ``backproject``), possibly empty
     meshes : dict of hemi -> surfmap.Mesh (template surfaces for figures), possibly empty
+    labelled : bool
+        False for new subjects scored without labels.
     """
 
     dataset: object
@@ -66,6 +68,7 @@ class ExperimentData:
     cohort: object = None
     rasterizers: dict = dataclasses.field(default_factory=dict)
     meshes: dict = dataclasses.field(default_factory=dict)
+    labelled: bool = True
 
 
 def synthetic_cohort(sc, *, seed_override: int | None = None, name_suffix: str = ""):
@@ -443,7 +446,10 @@ def _occlusion(target: ExperimentData, strategy, channels, splits, cfg, out: Pat
                 if R is not None and hasattr(R, "backproject"):
                     from .occlusion import occlusion_to_cortex
 
-                    n_vertices = target.meshes[hemi].n_vertices if hemi in target.meshes else None
+                    if hemi in target.meshes:
+                        n_vertices = target.meshes[hemi].n_vertices
+                    else:  # a template flat map of real data: values for every vertex of the template
+                        n_vertices = (getattr(getattr(R, "flatmap", None), "info", None) or {}).get("n_original")
                     gii = d / f"{s}_class{c}.func.gii"
                     values = occlusion_to_cortex(img, R, n_vertices=n_vertices, path=gii)
                     entry["gifti"] = str(gii)

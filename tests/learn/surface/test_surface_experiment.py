@@ -130,6 +130,29 @@ def test_predict_scores_new_subjects_with_the_fold_ensemble(full_run, tmp_path, 
     assert {"left_thickness", "left_sulc", "mean", "stacked", "synthetic"} <= set(df.columns)
     assert df["synthetic"].all() and df["strategy"].eq("two_stage").all()
     assert roc_auc(df["label"], df["stacked"]) > 0.7  # new subjects, same planted effect
+    # the same subjects from `surfmap batch`-style files, without labels
+    rows = []
+    for i, s in enumerate(df["subject"][:6]):
+        folder = tmp_path / "flat" / s / "left"
+        folder.mkdir(parents=True)
+        data = synthetic_new_subjects(run)
+        np.savez(folder / "images.npz", images=data.images[i],
+                 channels=np.array([c.split("_", 1)[1] for c in data.channels]))  # metric names, as surfmap batch
+        rows.append({"subject": s, "hemi": "left", "status": "ok"})
+    pd.DataFrame(rows).to_csv(tmp_path / "flat" / "manifest.tsv", sep="\t", index=False)
+    pd.DataFrame({"subject": df["subject"][:6], "site": "new"}).to_csv(tmp_path / "new.csv", index=False)
+    assert main(["predict", str(run), "--manifest", str(tmp_path / "flat" / "manifest.tsv"), "--table",
+                 str(tmp_path / "new.csv"), "-o", str(tmp_path / "pred2.csv")]) == 0
+    df2 = pd.read_csv(tmp_path / "pred2.csv")
+    assert "label" not in df2.columns
+    np.testing.assert_allclose(df2["stacked"], df["stacked"][:6], rtol=1e-6)
+
+
+def synthetic_new_subjects(run):
+    from learn.surface.experiment import load_cohort
+
+    cfg = config_from_dict(ExperimentConfig, json.loads((run / "config.resolved.json").read_text()))
+    return load_cohort(cfg.target, seed_override=11, name_suffix="-predict-seed11").dataset
 
 
 def test_interrupted_run_resumes_to_identical_numbers(full_run, tmp_path, monkeypatch):
