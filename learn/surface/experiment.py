@@ -118,6 +118,34 @@ def synthetic_cohort(sc, *, seed_override: int | None = None, name_suffix: str =
     return cohort
 
 
+def _template_flatmap(template, method: str):
+    """The flat map of a template hemisphere's cortex, computed once and kept beside the eigenmode cache
+    (``$SURFMAP_CACHE_DIR`` or ``~/.cache/surfmap``), keyed by a hash of the mesh, the mask and the method."""
+    import hashlib
+
+    import surfmap
+
+    from . import synthetic as S
+
+    h = hashlib.sha1()
+    for a in (template.mesh.vertices, template.mesh.faces, template.cortex):
+        h.update(np.ascontiguousarray(a).tobytes())
+    name = f"{template.name}_{template.hemi}_{method}_{h.hexdigest()[:16]}.npz"
+    path = S._default_cache_dir().parent / "flatmaps" / name
+    if path.is_file():
+        try:
+            return surfmap.FlatMap.load(path)
+        except (surfmap.SurfmapError, OSError, ValueError) as exc:
+            log.warning("cached flat map %s could not be read (%s); recomputing it", path, exc)
+    fm = surfmap.flatten(template.mesh, template.cortex, method=method)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fm.save(path)
+    except OSError as exc:
+        log.warning("could not cache the flat map in %s (%s)", path, exc)
+    return fm
+
+
 def load_cohort(cc: CohortConfig, *, seed_override: int | None = None, name_suffix: str = "") -> ExperimentData:
     """Images (and, for SYNTHETIC cohorts, the generator, rasterizers and template meshes) of a cohort section."""
     from .dataset import SurfaceImageDataset
@@ -143,7 +171,8 @@ def load_cohort(cc: CohortConfig, *, seed_override: int | None = None, name_suff
             raise ConfigError(f"a grid template gives {sc.grid_size}-pixel images; set image_size = {sc.grid_size}")
         R = {h: surfmap.Rasterizer(S.grid_flatmap(t), size=sc.grid_size) for h, t in cohort.templates.items()}
     else:
-        R = S.template_rasterizers(cohort, size=sc.image_size, method=sc.map_method)
+        R = {h: surfmap.Rasterizer(_template_flatmap(t, sc.map_method), size=sc.image_size)
+             for h, t in cohort.templates.items()}
     images, channels = cohort.images(R)
     if cc.group_column is not None and cc.group_column not in cohort.table.columns:
         raise ConfigError(f"group_column {cc.group_column!r} is not a column of the SYNTHETIC table "
@@ -238,7 +267,8 @@ def _check_resume_config(out: Path, cfg: ExperimentConfig) -> None:
     old = json.loads(path.read_text())
     new = _resolved_dict(cfg)
     diff = sorted(k for k in set(old) | set(new) if k not in _NEUTRAL_KEYS and old.get(k) != new.get(k))
-    if diff:
+    started = any((out / d).exists() for d in ("source", "strategies", "stacking", "occlusion", "baselines"))
+    if diff and started:
         raise ConfigError(
             f"{str(out)!r} holds a run made with other settings (sections {diff} differ from "
             f"{str(path)!r}); choose another out_dir (--out), or delete the folder to start over"
