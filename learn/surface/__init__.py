@@ -12,7 +12,12 @@ Modules (import them directly; ``import learn.surface`` itself does not import t
 - :mod:`learn.surface.stacking`: XGBoost stacking on out-of-fold (nested) predictions; averaging ablation.
 - :mod:`learn.surface.occlusion`: occlusion maps, back-projected to the cortex and written as GIFTI.
 - :mod:`learn.surface.baselines`: PCA + SVM, voxelised 3D CNN, 2D slices; Table-2-like results.
-- :mod:`learn.surface.cli`: ``surfmap-learn surface run --config FILE`` and ``synth``.
+- :mod:`learn.surface.config`: every setting as dataclasses (no torch import), ``describe`` for ``--help``.
+- :mod:`learn.surface.experiment`: the whole seed-001 experiment from one config, resumable at every unit;
+  ``predict_run`` scores new subjects with a run's fold ensemble.
+- :mod:`learn.surface.report`: Tables 1-2 with bootstrap intervals, ROC curves, confusion matrices, occlusion
+  figures, ``report.md``.
+- :mod:`learn.surface.cli`: ``surfmap-learn surface run --config FILE``, ``predict`` and ``synth``.
 """
 
 # Numba's threading layer (workqueue, so that flattening and torch training can share one process) is chosen

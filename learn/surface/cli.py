@@ -210,21 +210,58 @@ def _predict(args) -> int:
     else:
         if not args.table:
             raise ConfigError("--manifest needs --table (the cohort table of the new subjects)")
-        from .config import CohortConfig
-
-        data = load_cohort(CohortConfig(kind="manifest", manifest=args.manifest, table=args.table))
+        data = _new_subjects(run, args.manifest, args.table)
     df = predict_run(run, data.dataset, strategy=args.strategy)
+    if not data.labelled:
+        df = df.drop(columns=["label"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(args.out, index=False)
     tag = "SYNTHETIC " if data.synthetic else ""
     col = "stacked" if "stacked" in df.columns else "mean"
     msg = f"{tag}{len(df)} subjects scored with {df['strategy'].iloc[0]} ({col}) -> {args.out}"
-    if data.synthetic and df["label"].nunique() == 2:
+    if data.synthetic and "label" in df.columns and df["label"].nunique() == 2:
         from learn.metrics import roc_auc
 
         msg += f"; {tag}AUC against the generator's labels {roc_auc(df['label'], df[col]):.3f}"
     print(msg)
     return 0
+
+
+def _new_subjects(run: Path, manifest, table):
+    """New subjects' images with the run's metrics and hemispheres; labels may be absent (then 0, dropped)."""
+    import json
+
+    import pandas as pd
+
+    from learn.config import config_from_dict
+
+    from .config import ExperimentConfig
+    from .dataset import SurfaceImageDataset
+    from .experiment import ExperimentData
+
+    path = run / "config.resolved.json"
+    if not path.is_file():
+        raise ConfigError(f"{str(run)!r} is not a run folder (no config.resolved.json)")
+    tc = config_from_dict(ExperimentConfig, json.loads(path.read_text())).target
+    sep = "\t" if str(table).lower().endswith((".tsv", ".tab")) else ","
+    if not Path(table).is_file():
+        raise FileNotFoundError(f"cohort table {str(table)!r} does not exist")
+    t = pd.read_csv(table, sep=sep, dtype={tc.subject_column: str})
+    labelled = tc.label_column in t.columns and t[tc.label_column].notna().all()
+    if not labelled:
+        t = t.assign(**{tc.label_column: 0})
+    # the hemispheres and metrics of the channels the run trained ("left_thickness" ...)
+    folds = run / "strategies"
+    channels = sorted({p.name for p in folds.glob("*/folds/*") if p.is_dir()})
+    if not channels:
+        raise ConfigError(f"{str(run)!r} holds no fold models; has the run finished?")
+    hemis = list(dict.fromkeys(c.split("_", 1)[0] for c in channels))
+    metrics = list(dict.fromkeys(c.split("_", 1)[1] for c in channels))
+    ds = SurfaceImageDataset.from_manifest(manifest, t, metrics=metrics, hemis=tuple(hemis),
+                                           label_column=tc.label_column, subject_column=tc.subject_column,
+                                           site_column=tc.site_column, on_missing=tc.on_missing)
+    synthetic = bool("synthetic" in ds.table.columns and ds.table["synthetic"].astype(bool).any())
+    return ExperimentData(ds, synthetic, labelled=labelled)
 
 
 def main(argv: list[str] | None = None) -> int:

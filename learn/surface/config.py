@@ -154,10 +154,11 @@ class SyntheticConfig:
     moves the label's regions (abide_like default: ``seed + 5003``, regions unrelated to the sex regions; set it to
     the source cohort's ``seed`` to plant the ASD effect where the sex effect is). ``effect_metrics`` limits the
     label effect to these metrics (default: all). ``family_size > 1`` adds a ``family`` column grouping
-    consecutive subjects (use ``group_column = "family"``). ``site_fwhm_range``, ``site_gain_sd``, ``site_offset_sd``:
-    smoothness, scanner gain and offset of the abide_like sites (``fwhm_mm`` is the hcp_like smoothness); with
-    site prevalences that differ, gain and offset make site a confound (a CNN can learn the site). ``template`` "grid" is a flat test grid whose images
-    are ``grid_size`` pixels (``image_size`` must equal it); every grid cohort shares one grid template.
+    consecutive subjects (use ``group_column = "family"``). ``site_fwhm_range``, ``site_gain_sd`` and
+    ``site_offset_sd``: smoothness, scanner gain and offset of the abide_like sites (``fwhm_mm`` is the hcp_like
+    smoothness); with site prevalences that differ, gain and offset make the site a confound a CNN can learn.
+    ``template`` "grid" is a flat test grid whose images are ``grid_size`` pixels (``image_size`` must equal it);
+    every grid cohort shares one grid template.
     """
 
     cohort: str = "hcp_like"

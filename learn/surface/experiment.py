@@ -59,6 +59,8 @@ class ExperimentData:
     cohort : SyntheticCohort or None
     rasterizers : dict of hemi -> surfmap.Rasterizer (with ``backproject``), possibly empty
     meshes : dict of hemi -> surfmap.Mesh (template surfaces for figures), possibly empty
+    labelled : bool
+        False for new subjects scored without labels.
     """
 
     dataset: object
@@ -66,6 +68,7 @@ class ExperimentData:
     cohort: object = None
     rasterizers: dict = dataclasses.field(default_factory=dict)
     meshes: dict = dataclasses.field(default_factory=dict)
+    labelled: bool = True
 
 
 def synthetic_cohort(sc, *, seed_override: int | None = None, name_suffix: str = ""):
@@ -115,6 +118,34 @@ def synthetic_cohort(sc, *, seed_override: int | None = None, name_suffix: str =
     return cohort
 
 
+def _template_flatmap(template, method: str):
+    """The flat map of a template hemisphere's cortex, computed once and kept beside the eigenmode cache
+    (``$SURFMAP_CACHE_DIR`` or ``~/.cache/surfmap``), keyed by a hash of the mesh, the mask and the method."""
+    import hashlib
+
+    import surfmap
+
+    from . import synthetic as S
+
+    h = hashlib.sha1()
+    for a in (template.mesh.vertices, template.mesh.faces, template.cortex):
+        h.update(np.ascontiguousarray(a).tobytes())
+    name = f"{template.name}_{template.hemi}_{method}_{h.hexdigest()[:16]}.npz"
+    path = S._default_cache_dir().parent / "flatmaps" / name
+    if path.is_file():
+        try:
+            return surfmap.FlatMap.load(path)
+        except (surfmap.SurfmapError, OSError, ValueError) as exc:
+            log.warning("cached flat map %s could not be read (%s); recomputing it", path, exc)
+    fm = surfmap.flatten(template.mesh, template.cortex, method=method)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fm.save(path)
+    except OSError as exc:
+        log.warning("could not cache the flat map in %s (%s)", path, exc)
+    return fm
+
+
 def load_cohort(cc: CohortConfig, *, seed_override: int | None = None, name_suffix: str = "") -> ExperimentData:
     """Images (and, for SYNTHETIC cohorts, the generator, rasterizers and template meshes) of a cohort section."""
     from .dataset import SurfaceImageDataset
@@ -140,7 +171,8 @@ def load_cohort(cc: CohortConfig, *, seed_override: int | None = None, name_suff
             raise ConfigError(f"a grid template gives {sc.grid_size}-pixel images; set image_size = {sc.grid_size}")
         R = {h: surfmap.Rasterizer(S.grid_flatmap(t), size=sc.grid_size) for h, t in cohort.templates.items()}
     else:
-        R = S.template_rasterizers(cohort, size=sc.image_size, method=sc.map_method)
+        R = {h: surfmap.Rasterizer(_template_flatmap(t, sc.map_method), size=sc.image_size)
+             for h, t in cohort.templates.items()}
     images, channels = cohort.images(R)
     if cc.group_column is not None and cc.group_column not in cohort.table.columns:
         raise ConfigError(f"group_column {cc.group_column!r} is not a column of the SYNTHETIC table "
@@ -157,7 +189,8 @@ def load_cohort(cc: CohortConfig, *, seed_override: int | None = None, name_suff
 class Progress(logging.Filter):
     """Names the running unit in every epoch line and adds an ETA (attached to the ``learn`` loggers' records).
 
-    Work is counted in sample-epochs; the ETA is the time per sample-epoch so far times what is left."""
+    Work is counted in sample-epochs; the ETA is the training time per sample-epoch so far times what is left
+    (set-up, stacking, occlusion and figures are not counted)."""
 
     def __init__(self, synthetic: bool):
         super().__init__()
@@ -167,7 +200,8 @@ class Progress(logging.Filter):
         self.skipped = 0.0
         self.unit = ""
         self.n_train = 0
-        self.t0 = time.monotonic()
+        self.train_seconds = 0.0
+        self.t_last = time.monotonic()
 
     def plan(self, work: float) -> None:
         self.total += float(work)
@@ -177,6 +211,7 @@ class Progress(logging.Filter):
             self.skipped += float(n_train) * epochs
             return
         self.unit, self.n_train = unit, int(n_train)
+        self.t_last = time.monotonic()
         log.info("%s: training on %d subjects for %d epochs", self._tag(), n_train, epochs)
 
     def _tag(self) -> str:
@@ -184,14 +219,16 @@ class Progress(logging.Filter):
 
     def eta(self) -> str:
         left = max(self.total - self.done - self.skipped, 0.0)
-        elapsed = time.monotonic() - self.t0
         if self.done <= 0:
             return "ETA unknown"
-        s = int(round(elapsed / self.done * left))
+        s = int(round(self.train_seconds / self.done * left))
         return f"ETA {s // 3600}h{s % 3600 // 60:02d}m{s % 60:02d}s" if s >= 3600 else f"ETA {s // 60}m{s % 60:02d}s"
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == "learn.training" and isinstance(record.msg, str) and record.msg.startswith("epoch "):
+            now = time.monotonic()
+            self.train_seconds += now - self.t_last
+            self.t_last = now
             self.done += self.n_train
             record.msg = f"[{self._tag()}] {record.msg} | {self.eta()}"
         return True
@@ -230,7 +267,8 @@ def _check_resume_config(out: Path, cfg: ExperimentConfig) -> None:
     old = json.loads(path.read_text())
     new = _resolved_dict(cfg)
     diff = sorted(k for k in set(old) | set(new) if k not in _NEUTRAL_KEYS and old.get(k) != new.get(k))
-    if diff:
+    started = any((out / d).exists() for d in ("source", "strategies", "stacking", "occlusion", "baselines"))
+    if diff and started:
         raise ConfigError(
             f"{str(out)!r} holds a run made with other settings (sections {diff} differ from "
             f"{str(path)!r}); choose another out_dir (--out), or delete the folder to start over"
@@ -438,7 +476,10 @@ def _occlusion(target: ExperimentData, strategy, channels, splits, cfg, out: Pat
                 if R is not None and hasattr(R, "backproject"):
                     from .occlusion import occlusion_to_cortex
 
-                    n_vertices = target.meshes[hemi].n_vertices if hemi in target.meshes else None
+                    if hemi in target.meshes:
+                        n_vertices = target.meshes[hemi].n_vertices
+                    else:  # a template flat map of real data: values for every vertex of the template
+                        n_vertices = (getattr(getattr(R, "flatmap", None), "info", None) or {}).get("n_original")
                     gii = d / f"{s}_class{c}.func.gii"
                     values = occlusion_to_cortex(img, R, n_vertices=n_vertices, path=gii)
                     entry["gifti"] = str(gii)

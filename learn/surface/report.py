@@ -203,7 +203,7 @@ def _figures(out: Path, rows, final: dict, occlusion: dict, target, synthetic: b
     for ax, (name, df) in zip(axes[0], final.items()):
         cm = confusion_matrix(df["label"].to_numpy().astype(int), (df["score"].to_numpy() >= 0.5).astype(int),
                               labels=[0, 1])
-        ax.imshow(cm, cmap="Blues")
+        ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
         for i in range(2):
             for j in range(2):
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center",
