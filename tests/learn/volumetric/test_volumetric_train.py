@@ -18,7 +18,8 @@ def test_build_model_transfers_stem_from_checkpoint(tmp_path):
     base_cfg = VolumetricConfig(model=ModelConfig(kind="sex", width_mult=1 / 16, blocks=(1, 1, 1)))
     sex = build_model(base_cfg.model)
     save_checkpoint(tmp_path / "sex.pt", model=sex, epoch=9, args=base_cfg)
-    ad = build_model(ModelConfig(kind="ad", base_checkpoint=str(tmp_path / "sex.pt"), ad_head_prepool=False))
+    ad = build_model(ModelConfig(kind="ad", base_checkpoint=str(tmp_path / "sex.pt"), ad_head_prepool=False,
+                                 width_mult=1 / 16, blocks=(1, 1, 1)))
     for k, v in sex.stem.state_dict().items():
         torch.testing.assert_close(ad.stem.state_dict()[k], v, rtol=0, atol=0)
     assert ad.stem.conv1.bn.momentum == 0.01
