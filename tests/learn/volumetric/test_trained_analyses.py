@@ -95,14 +95,15 @@ def test_occlusion_trained_model_peaks_at_hippocampus(trained, occlusion):
           % (base, peak.tolist(), dist_peak, vmap.max(), grid.max(), np.abs(vmap[far]).max(), far.sum()))
     at_centres = [float(vmap[tuple(np.round(c).astype(int))]) for c in centres]
     print("map at the two hippocampal centres: %.3f, %.3f" % tuple(at_centres))
-    # measured with 9 mm steps: 0.262 / 0.203 at the centres; with 18 mm steps 0.000 / 0.062 (too coarse)
+    # measured with 12 mm steps: peak 1.67 voxels from a centre, map max 0.562, 0.281 / 0.359 at the centres
+    # (9 mm steps: 0.262 / 0.203; 18 mm steps: 0.000 / 0.062, too coarse)
     assert dist_peak <= STEP  # within one step of a hippocampal centre
-    assert vmap.max() > 0.15
+    assert vmap.max() > 0.2
     assert far.sum() > 0.5 * far.size
     # "near zero": no test subject's prediction changes far away (seed 3). Other cohort seeds, measured once with
     # 9 mm steps: seed 4 -> 0.0, seed 5 -> 0.031 (one subject of 32 corrected by a far cube; baseline 0.969).
     assert np.abs(vmap[far]).max() < 0.02
-    assert min(at_centres) > 0.05  # both planted regions, not just one
+    assert min(at_centres) > 0.15  # both planted regions, not just one
 
 
 def test_trained_scores_correlate_with_mmse(trained):
