@@ -255,6 +255,9 @@ def evaluate(model: nn.Module, loader, device, loss_fn=None, *, progress: bool =
         class 1 (raw outputs for regression losses), ``logits`` (n,) or (n, C), and ``ids`` when batches carry ids.
     """
     device = torch.device(device)
+    # no DistributedDataParallel in evaluation: its forward broadcasts buffers (a collective), and shards of
+    # unequal length run unequal numbers of batches
+    model = unwrap_model(model)
     model.eval()
     ys, ss, ls, ids = [], [], [], []
     total, count = 0.0, 0

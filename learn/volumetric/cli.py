@@ -217,7 +217,10 @@ def _maps(args, out) -> None:
     else:
         title = f"{tag}Grad-CAM {info[0]['layer']} (mean of {weight} scans)"
         unit = "Grad-CAM"
-    full_bg = to_input_space(x[:, 0].mean(0).numpy(), crop, shape)
+    if cfg.data.mask:  # the whole brain mask as background (the mean input covers the crop only)
+        full_bg = np.asarray(nib.load(cfg.data.mask).dataobj, dtype=np.float32)
+    else:
+        full_bg = to_input_space(x[:, 0].mean(0).numpy(), crop, shape)
     plot_orthogonal(full, out / f"{name}.png", background=full_bg, affine=affine, title=title, label=unit)
     (out / f"{name}.json").write_text(json.dumps({"scored": which, "folds": info, "synthetic": bool(tag)}, indent=2))
     print(f"{name} map written: {out / (name + '.nii.gz')} ({which})")

@@ -19,8 +19,10 @@ All models return logits of shape (N, 1); apply a sigmoid for probabilities. Mod
 ...) so stem weights copy by prefix and Grad-CAM can address layers by name.
 
 Small test models: ``width_mult`` scales every filter count (rounded, minimum 2) and ``blocks=(nA, nB, nC)`` sets
-the block repeats (``nC`` counts the final no-ReLU block). **Deviation (tests only):** ``ad_head_prepool=False``
-skips the head's first max-pool so the AD head fits the 3 mm synthetic grid (48x60x43); never use it at 1.5 mm.
+the block repeats (``nC`` counts the final no-ReLU block). **Deviation (small inputs only):**
+``ad_head_prepool=False`` skips the head's first max-pool so the AD head fits inputs under 69 voxels per axis (the
+3 mm synthetic grid, 48x60x43); the config's default ``"auto"`` (:func:`learn.volumetric.train.check_model_input`)
+chooses it only there, so the seed's 96x120x86 input keeps the released head.
 """
 
 from __future__ import annotations

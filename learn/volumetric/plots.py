@@ -40,6 +40,9 @@ def plot_orthogonal(volume, path, *, background=None, affine=None, title: str = 
     cut = tuple(int(c) for c in cut)
     fig, axes = plt.subplots(1, 3, figsize=(11, 4))
     vmax = np.nanmax(np.abs(vol)) or 1.0
+    signed = np.nanmin(vol) < 0
+    if signed and cmap == "hot":  # e.g. occlusion raising the accuracy somewhere: a diverging map, 0 in white
+        cmap = "RdBu_r"
     for ax, axis, name in zip(axes, range(3), ("sagittal", "coronal", "axial")):
         sl = [slice(None)] * 3
         sl[axis] = cut[axis]
@@ -47,7 +50,7 @@ def plot_orthogonal(volume, path, *, background=None, affine=None, title: str = 
             ax.imshow(np.asarray(background)[tuple(sl)].T, origin="lower", cmap="gray")
         m = vol[tuple(sl)].T
         im = ax.imshow(np.ma.masked_where(np.abs(m) < 0.05 * vmax, m), origin="lower", cmap=cmap,
-                       vmin=0 if np.nanmin(vol) >= 0 else -vmax, vmax=vmax, alpha=0.8)
+                       vmin=-vmax if signed else 0, vmax=vmax, alpha=0.8)
         ax.set_title(name)
         ax.axis("off")
     where = f"voxel {cut}"

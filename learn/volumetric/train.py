@@ -260,6 +260,7 @@ def _loader(ds, batch_size, shuffle, num_workers, distributed, seed):
     """Training loaders (``shuffle=True``) use a DistributedSampler under torch.distributed; evaluation loaders a
     :class:`learn.training.ShardSampler`, so that each sample is scored exactly once."""
     sampler = None
+    training = shuffle
     if distributed:
         if shuffle:
             from torch.utils.data.distributed import DistributedSampler
@@ -268,8 +269,12 @@ def _loader(ds, batch_size, shuffle, num_workers, distributed, seed):
         else:
             sampler = ShardSampler(ds)
         shuffle = False
+    n = len(sampler) if sampler is not None else len(ds)
+    # a last training batch of one scan breaks BatchNorm on the 1x1x1 maps of the head: drop that one scan
+    # (a different one each epoch, as the order is shuffled)
+    drop_last = training and n % batch_size == 1 and n > 1
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=num_workers,
-                      drop_last=False)
+                      drop_last=drop_last)
 
 
 def safe_metrics(fn, *args, names=METRIC_NAMES, what: str = "metrics", **kwargs) -> dict:

@@ -23,7 +23,9 @@ from learn.volumetric.occlusion import occlusion_map
 from learn.volumetric.synthetic import HIPPOCAMPUS_MNI, _site_params, make_synthetic_cohort
 
 CROP = (slice(4, 44), slice(8, 48), slice(0, 37))
-CUBE, STEP = 6, 3  # 18 mm cube stepped by 9 mm at 3 mm, as the paper's 12 / 6 voxels at 1.5 mm
+# 18 mm cube as the paper's 12 voxels at 1.5 mm, stepped by 12 mm (the paper: 9 mm) to keep the test short
+CUBE, STEP = 6, 4
+FAR = 12  # voxels (36 mm) from both hippocampal centres
 N_TEST = 32
 
 
@@ -87,19 +89,21 @@ def test_occlusion_trained_model_peaks_at_hippocampus(trained, occlusion):
     dist_peak = min(np.abs(peak - c).max() for c in centres)
     ijk = np.indices(vmap.shape).transpose(1, 2, 3, 0)
     dist = np.min([np.abs(ijk - c).max(axis=-1) for c in centres], axis=0)  # Chebyshev, voxels
-    far = dist > 4 * STEP  # more than 36 mm from both hippocampal centres
+    far = dist > FAR  # more than 36 mm from both hippocampal centres
     print("SYNTHETIC trained-model occlusion: baseline %.3f, peak %s (%.2f voxels from a centre), map max %.3f, "
           "cube max %.3f, max |map| far away %.4f over %d voxels"
           % (base, peak.tolist(), dist_peak, vmap.max(), grid.max(), np.abs(vmap[far]).max(), far.sum()))
-    assert dist_peak <= STEP + CUBE / 2  # within one step of a cube centred on a hippocampus
-    assert vmap.max() > 0.2
-    assert far.sum() > 0.5 * far.size
-    # "near zero": no test subject's prediction changes far away (seed 3). Other cohort seeds, measured once:
-    # seed 4 -> 0.0, seed 5 -> 0.031 (one subject of 32 corrected by a far cube; its baseline was 0.969).
-    assert np.abs(vmap[far]).max() < 0.02
     at_centres = [float(vmap[tuple(np.round(c).astype(int))]) for c in centres]
     print("map at the two hippocampal centres: %.3f, %.3f" % tuple(at_centres))
-    assert min(at_centres) > 0.15  # both planted regions, not just one (0.262, 0.203 measured)
+    # measured with 12 mm steps: peak 1.67 voxels from a centre, map max 0.562, 0.281 / 0.359 at the centres
+    # (9 mm steps: 0.262 / 0.203; 18 mm steps: 0.000 / 0.062, too coarse)
+    assert dist_peak <= STEP  # within one step of a hippocampal centre
+    assert vmap.max() > 0.2
+    assert far.sum() > 0.5 * far.size
+    # "near zero": no test subject's prediction changes far away (seed 3). Other cohort seeds, measured once with
+    # 9 mm steps: seed 4 -> 0.0, seed 5 -> 0.031 (one subject of 32 corrected by a far cube; baseline 0.969).
+    assert np.abs(vmap[far]).max() < 0.02
+    assert min(at_centres) > 0.15  # both planted regions, not just one
 
 
 def test_trained_scores_correlate_with_mmse(trained):

@@ -1,5 +1,7 @@
 """Distributed evaluation scores each sample exactly once (2 CPU processes on gloo); bfloat16 autocast on CPU."""
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -21,13 +23,19 @@ class _Indexed(Dataset):
         return torch.full((3,), float(i)), torch.tensor(float(i % 2)), i
 
 
+def _model():
+    return nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2), nn.Linear(2, 1))
+
+
 def _worker(rank, world, init_file, out_file):
     from learn.volumetric.train import _loader
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         torch.manual_seed(0)
-        model = nn.Linear(3, 1)
+        # shards of 2 and 3 samples run 1 and 2 batches: evaluating through DDP (buffers broadcast at each
+        # forward) would hang
+        model = nn.parallel.DistributedDataParallel(_model())
         ev = evaluate(model, _loader(_Indexed(), 2, False, 0, True, 0), "cpu", nn.BCEWithLogitsLoss())
         # what a DistributedSampler (pads by repeating samples) gives, for contrast
         sampler = torch.utils.data.distributed.DistributedSampler(_Indexed(), shuffle=False)
@@ -40,11 +48,17 @@ def _worker(rank, world, init_file, out_file):
 
 def test_distributed_evaluation_scores_each_sample_once(tmp_path):
     out = tmp_path / "ev.npz"
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)
+    ctx = mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=False)
+    deadline = time.monotonic() + 300
+    while not ctx.join(timeout=5):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.terminate()
+            pytest.fail("the 2-process evaluation did not finish in 300 s (a collective that hangs?)")
     res = np.load(out)
     np.testing.assert_array_equal(res["ids"], np.arange(N))  # each sample once, in order
     torch.manual_seed(0)
-    model = nn.Linear(3, 1)
+    model = _model().eval()
     x = torch.stack([_Indexed()[i][0] for i in range(N)])
     y = torch.tensor([float(i % 2) for i in range(N)])
     with torch.no_grad():
