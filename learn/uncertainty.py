@@ -399,10 +399,9 @@ def format_summary(summary: dict) -> list[str]:
                 text += f"; permutation test: {p.get('note')}"
             else:
                 verdict = "beats chance" if p["beats_chance"] else "does NOT beat chance"
-                if "note" in p:
-                    verdict += f" ({p['note']})"
+                note = f"; {p['note']}" if "note" in p else ""
                 text += (f"; permutation p = {_num(p['p_value'])} over {p['n']} permutations: {verdict} "
-                         f"(alpha {p['alpha']:g})")
+                         f"(alpha {p['alpha']:g}{note})")
         lines.append(text)
     return lines
 

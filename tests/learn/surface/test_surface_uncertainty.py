@@ -1,4 +1,4 @@
-"""`surfmap-learn surface run` with cv.repeats and cv.permutations on a tiny SYNTHETIC cohort."""
+"""`surfmap-learn surface run` with cv.repeats and cv.permutations on a tiny SYNTHETIC cohort (4 sites x 6)."""
 
 import json
 
@@ -15,11 +15,12 @@ progress = false
 [data]
 source = "synthetic"
 [synthetic]
-cohort = "hcp_like"
+cohort = "abide_like"
 template = "grid"
 grid_size = 12
 image_size = 12
-n_subjects = 24
+n_sites = 4
+subjects_per_site = [6, 6]
 hemis = ["left"]
 metrics = ["thickness", "sulc"]
 radius_mm = 6.0
