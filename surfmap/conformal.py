@@ -60,11 +60,12 @@ def _one_blas_thread(fn):
 
 
 _DELAUNAY_TOL = 1e-10  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
-_MAX_LOG_SCALE = 60.0  # conformal factors spanning more than e^60 cannot be laid out in float64
+_MAX_SCALE_RATIO = 1e12  # square side / smallest flat edge: beyond this float64 layouts collapse
 _ELONGATED_HINT = (
-    "the mesh is too elongated for a conformal map onto a square with these corners (a long strip maps "
-    "onto a square only with exponential shrinking towards its ends). Pass corners at its four ends: the "
-    "map is then a rectangle rescaled to the square (its dilatation is reported in info)"
+    "the mesh is too elongated, or has too long and thin protrusions, for a conformal map onto a square "
+    "with these corners (a strip of length L and width w shrinks by exp(-pi L / w) along it). Pass "
+    "corners at the ends of an elongated shape (the map is then a rectangle rescaled to the square, its "
+    "dilatation reported in info), or trim thin protrusions from the mask"
 )
 _SWITCH_TOL = 0.1  # curvature error at which provisional corners are replaced
 _MODULUS_TOL = 0.01  # re-choose default corners when |log modulus| exceeds this on the flat metric
@@ -957,12 +958,18 @@ def conformal_map(
 
     # layout on the (flipped) triangulation
     t0 = time.perf_counter()
-    span = float(np.ptp(u))
-    if span > _MAX_LOG_SCALE:
+    # the smallest flat edge against the rectangle's size: beyond 1e12, float64 positions in one
+    # square cannot resolve it (the layout would make vertices coincide)
+    h_all = np.arange(3 * len(F))
+    a_all, b_all = F.ravel(), F[:, [1, 2, 0]].ravel()
+    flat_len = np.exp(lam[h_all] + 0.5 * (u[a_all] + u[b_all]))
+    side = 0.25 * float(flat_len[twin < 0].sum())
+    resolution = side / max(float(flat_len.min()), 1e-300)
+    if not resolution < _MAX_SCALE_RATIO:
         raise ConvergenceError(
-            f"conformal_map: {mesh.name}: the flat metric's scale spans e^{span:.0f} (edge lengths from "
-            f"{np.exp(u.min()):.3g} to {np.exp(u.max()):.3g} times their 3D lengths), more than float64 "
-            f"positions in one square resolve (e^{_MAX_LOG_SCALE:.0f}); " + _ELONGATED_HINT
+            f"conformal_map: {mesh.name}: the flat metric's smallest edge is {1 / resolution:.3g} of the "
+            f"square's side (conformal factor spanning e^{float(np.ptp(u)):.0f}), below what float64 positions "
+            f"in one square resolve ({1 / _MAX_SCALE_RATIO:g}); " + _ELONGATED_HINT
         )
     P, placed = _k.layout(F, twin, lam, u, nt, 0)
     if placed != nt:  # pragma: no cover - the disk is connected
