@@ -11,7 +11,7 @@ from learn import ConfigError, DataError, MetricUndefinedError
 from learn.checkpoint import save_checkpoint
 from learn.volumetric.analysis import accuracy_difference_test
 from learn.volumetric.cli import main as vol_main
-from learn.volumetric.config import DataConfig, ModelConfig, TrainConfig, VolumetricConfig, resolve
+from learn.volumetric.config import DataConfig, ModelConfig, VolumetricConfig, resolve
 from learn.volumetric.data import VolumeDataset, read_cohort
 from learn.volumetric.model import ADClassifier, InceptionResNetV2
 from learn.volumetric.train import apply_qc_report, build_model, check_model_input, safe_metrics

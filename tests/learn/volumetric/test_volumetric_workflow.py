@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from learn.cli import main as learn_main
-from learn.metrics import roc_auc
 from learn.volumetric.synthetic import make_synthetic_cohort
 
 TOML = """
