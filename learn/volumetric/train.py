@@ -401,7 +401,7 @@ def run_experiment(cfg: VolumetricConfig) -> dict:
         cohort = cohort.copy()
         vals = cohort[label].astype("float64").to_numpy(na_value=np.nan).copy()
         vals[rows] = np.random.default_rng(cfg.train.seed + 1000).permutation(vals[rows])
-        cohort[label] = pd.Series(vals).astype("float64" if regression else "Int64").to_numpy()
+        cohort[label] = pd.Series(vals, index=cohort.index).astype("float64" if regression else "Int64")
         log.warning("train.shuffle_labels: ALL %d labels permuted before the split (null control)", rows.shape[0])
     splits = make_splits(cohort, rows, cfg)
     loss_fn = nn.L1Loss() if regression else nn.BCEWithLogitsLoss()
