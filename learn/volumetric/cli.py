@@ -1,4 +1,4 @@
-"""``surfmap-learn volumetric`` subcommands (the workflow is in ``learn/volumetric/README.md``).
+"""surfmap-learn volumetric: the 3D CNN path of seed 000 (workflow: learn/volumetric/README.md).
 
 ::
 

@@ -144,3 +144,18 @@ def test_clinical_refuses_predictions_of_unknown_provenance(tmp_path, capsys):
         tmp_path / "p.csv", index=False)
     assert vol_main(["clinical", "--predictions", str(tmp_path / "p.csv"), "--out", str(tmp_path / "o")]) == 1
     assert "whether its scores are out of sample is unknown" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["volumetric_cpu_sex_allin", "volumetric_cpu_ad", "volumetric_seed000_sex_allin",
+                                  "volumetric_seed000_sex_cv", "volumetric_seed000_ad"])
+def test_example_configs_load_and_resolve(name):
+    from pathlib import Path
+
+    from learn.volumetric.train import load_volumetric_config
+
+    path = Path(__file__).parents[3] / "examples" / "configs" / f"{name}.toml"
+    cfg = resolve(load_volumetric_config(path))
+    assert cfg.cv.scheme == ("none" if name.endswith("allin") else cfg.cv.scheme)
+    if name.startswith("volumetric_seed000"):  # the paper's network and recipe, not a test-scale one
+        assert cfg.model.width_mult == 1.0 and tuple(cfg.model.blocks) == (5, 10, 5) and cfg.train.epochs == 10
+        assert cfg.train.batch_size == 24 and cfg.data.crop == "auto" and cfg.model.ad_head_prepool == "auto"
