@@ -87,8 +87,9 @@ def run_experiment_with_uncertainty(cfg) -> dict:
         n_folds * (repeats + permutations), repeats, permutations, n_folds)
     results = run_experiment(cfg)
     out = Path(cfg.output_dir)
-    if not binary or "cv" not in results or not (out / "cv_predictions.csv").is_file():
-        return results
+    if (not binary or cfg.cv.scheme == "none" or "cv" not in results
+            or not (out / "cv_predictions.csv").is_file()):
+        return results  # nothing held out (all-data mode) or nothing to summarise
     site_col = "site" if "site" in cohort.columns else cfg.cv.group_column
     lab = cohort.iloc[rows]
 
