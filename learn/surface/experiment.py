@@ -481,7 +481,7 @@ def _occlusion(target: ExperimentData, strategy, channels, splits, cfg, out: Pat
                     else:  # a template flat map of real data: values for every vertex of the template
                         n_vertices = (getattr(getattr(R, "flatmap", None), "info", None) or {}).get("n_original")
                     gii = d / f"{s}_class{c}.func.gii"
-                    values = occlusion_to_cortex(img, R, n_vertices=n_vertices, path=gii)
+                    values = occlusion_to_cortex(img, R, n_vertices=n_vertices, path=gii, hemi=hemi)
                     entry["gifti"] = str(gii)
                     entry["values"] = values
                 summary[ch][f"{s}_class{c}"] = entry

@@ -117,7 +117,8 @@ def occlusion_maps(model, images, labels, *, patch: int | None = None, stride: i
     return {s: total[s] / np.maximum(count, 1) for s in scores}
 
 
-def occlusion_to_cortex(image, rasterizer, n_vertices: int | None = None, path=None) -> np.ndarray:
+def occlusion_to_cortex(image, rasterizer, n_vertices: int | None = None, path=None,
+                        hemi: str | None = None) -> np.ndarray:
     """Read an occlusion map back on the cortex (``rasterizer.backproject``), optionally writing GIFTI.
 
     Parameters
@@ -130,6 +131,8 @@ def occlusion_to_cortex(image, rasterizer, n_vertices: int | None = None, path=N
         (medial wall).
     path : path, optional
         ``.func.gii`` / ``.shape.gii`` file written with :func:`surfmap.write_metric`.
+    hemi : {"left", "right"}, optional
+        Recorded in the file (``AnatomicalStructurePrimary``) so that Workbench attaches it to the surface.
 
     Returns
     -------
@@ -140,7 +143,7 @@ def occlusion_to_cortex(image, rasterizer, n_vertices: int | None = None, path=N
     values = np.asarray(rasterizer.backproject(np.asarray(image, dtype=np.float64), to_original=n_vertices))
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        surfmap.write_metric(values.astype(np.float32), path)
+        surfmap.write_metric(values.astype(np.float32), path, hemi=hemi)
     return values
 
 

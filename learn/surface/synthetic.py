@@ -760,7 +760,8 @@ class SyntheticCohort:
                     da = nib.gifti.GiftiDataArray(arr, intent="NIFTI_INTENT_NONE", datatype="NIFTI_TYPE_FLOAT32")
                     da.meta = nib.gifti.GiftiMetaData({"Name": f"SYNTHETIC ground truth: {col} effect on {m}"})
                     img = nib.gifti.GiftiImage(darrays=[da])
-                    img.meta = nib.gifti.GiftiMetaData({"synthetic": "True"})
+                    img.meta = nib.gifti.GiftiMetaData({"synthetic": "True", "AnatomicalStructurePrimary":
+                                                        "CortexLeft" if h == "left" else "CortexRight"})
                     nib.save(img, gt / f"{col}_{m}_{h}.func.gii")
         return root
 
