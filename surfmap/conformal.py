@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -606,6 +607,27 @@ def _split_degenerate_boundary(tri, u, Theta, max_flips):
     return u, Theta, flips
 
 
+@dataclass(frozen=True, eq=False)
+class NewtonResult:
+    """What the Newton stage of the Ricci flow leaves for the layout.
+
+    ``u`` (n,) the log conformal factors; ``g`` (n,) the curvature residual ``Theta - angle_sum``; ``Theta`` (n,)
+    the target angle sums (the corner switch may have changed them, boundary splits lengthen them);
+    ``iterations``; ``start_flips`` (Delaunay flips before the first step) and ``flow_flips`` (during the flow);
+    ``switched_at`` the iteration where the corners were re-chosen (None if never); ``history`` per-iteration
+    records.
+    """
+
+    u: np.ndarray
+    g: np.ndarray
+    Theta: np.ndarray
+    iterations: int
+    start_flips: int
+    flow_flips: int
+    switched_at: int | None
+    history: list
+
+
 def _newton(
     tri, Theta, tol, max_iter, timings, switch=None, switch_tol=None, solver=None, pattern=None, points=None,
 ):
@@ -755,7 +777,8 @@ def _newton(
     timings["hessian_pattern"] = t_pattern
     timings["factorisations"] = n_factor
     timings["pcg_iterations"] = n_pcg
-    return u, g, Theta, it, (flips, total_flips - flips), switched_at, history
+    return NewtonResult(u=u, g=g, Theta=Theta, iterations=it, start_flips=flips, flow_flips=total_flips - flips,
+                        switched_at=switched_at, history=history)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -939,10 +962,13 @@ def conformal_map(
 
     Theta = np.concatenate([_targets(n, loop, corners), np.full(nt - n, np.pi)])
     t0 = time.perf_counter()
-    u, g, Theta, iterations, (start_flips, flow_flips), switched_at, history = _newton(
+    newton = _newton(
         tri, Theta, tol, int(max_iter), timings, switch=switch, solver=solver0, pattern=pattern0,
         points=points,
     )
+    u, g, Theta, iterations = newton.u, newton.g, newton.Theta, newton.iterations
+    start_flips, flow_flips, switched_at, history = (newton.start_flips, newton.flow_flips, newton.switched_at,
+                                                     newton.history)
     corner_info["switched_at_iteration"] = switched_at
     timings["newton"] = time.perf_counter() - t0
     F, twin, lam, nt = tri.F, tri.twin, tri.lam, tri.n
