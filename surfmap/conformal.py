@@ -785,6 +785,38 @@ def _newton(
 # public
 
 
+class _CornerChooser:
+    """Re-chooses the provisional corners once, on the nearly flat metric (called by :func:`_newton` with ``u``).
+
+    Measures the modulus of the quadrilateral ``loop[p]`` under the current metric; when it is off 1 by more than
+    ``_MODULUS_TOL`` (log), moves c1 and c3 to the modulus-1 positions. Writes the new corners into ``corners``
+    (in place: the caller's array), records ``modulus_at_check`` (and the new ``predicted_modulus``,
+    ``arc_fractions``) in ``info`` and the time in ``timings["corner_check"]``. Returns the new target angle sums
+    of the ``n`` original vertices, or None when the corners stay.
+    """
+
+    def __init__(self, tri, n, loop, seg, i0, i2, p, corners, info, timings):
+        self.tri, self.n, self.loop, self.seg, self.i0, self.i2, self.p = tri, n, loop, seg, i0, i2, p
+        self.corners, self.info, self.timings = corners, info, timings
+
+    def __call__(self, u):
+        loop, i0, i2 = self.loop, self.i0, self.i2
+        t_sw = time.perf_counter()
+        blen = _boundary_lengths(self.tri, u, len(loop))
+        alpha, mod0 = _rectangle_to_circle(blen, self.p)
+        self.info["modulus_at_check"] = float(mod0)
+        self.timings["corner_check"] = time.perf_counter() - t_sw
+        if abs(np.log(mod0)) <= _MODULUS_TOL:
+            return None
+        c1, c3, M, t1, t3 = _modulus_one_corners(alpha, self.seg, i0, i2, loop)
+        new = loop[[i0, c1, i2, c3]].astype(np.int64)
+        if (new == self.corners).all():
+            return None
+        self.info.update(predicted_modulus=M, arc_fractions=[t1, t3])
+        self.corners[:] = new
+        return _targets(self.n, loop, self.corners)
+
+
 @_one_blas_thread
 def conformal_map(
     mesh: Mesh,
@@ -944,21 +976,7 @@ def conformal_map(
         }
         timings["corners"] = time.perf_counter() - t_c
 
-        def switch(u):
-            t_sw = time.perf_counter()
-            blen = _boundary_lengths(tri, u, len(loop))
-            alpha, mod0 = _rectangle_to_circle(blen, p)
-            corner_info["modulus_at_check"] = float(mod0)
-            timings["corner_check"] = time.perf_counter() - t_sw
-            if abs(np.log(mod0)) <= _MODULUS_TOL:
-                return None
-            c1, c3, M, t1, t3 = _modulus_one_corners(alpha, seg, i0, i2, loop)
-            new = loop[[i0, c1, i2, c3]].astype(np.int64)
-            if (new == corners).all():
-                return None
-            corner_info.update(predicted_modulus=M, arc_fractions=[t1, t3])
-            corners[:] = new
-            return _targets(n, loop, corners)
+        switch = _CornerChooser(tri, n, loop, seg, i0, i2, p, corners, corner_info, timings)
 
     Theta = np.concatenate([_targets(n, loop, corners), np.full(nt - n, np.pi)])
     t0 = time.perf_counter()
