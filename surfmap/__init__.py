@@ -37,7 +37,7 @@ _API = {
     "load_template": "templates",
     "Hemisphere": "templates",
     "FlatMap": "flatmap",
-    "flatten": "flatmap",
+    "flatten": "pipeline",
     "conformal_map": "conformal",
     "area_preserving_map": "transport",
     "distortion": "distortion",

@@ -611,7 +611,7 @@ def prepare_template(out, hemi: str, template: str = "fslr32k", *, method: str =
 
 
 def _prepare_template(out: Path, hemi: str, template: str, method: str, surface) -> tuple[Path, int]:
-    from .flatmap import flatten
+    from .pipeline import flatten
     from .io import read_surface
     from .templates import load_template
 
@@ -857,7 +857,7 @@ def _process(job: Job, out: Path) -> dict:
             values, files = _resample_job(job, out)
             rec["resampled"] = [os.path.relpath(p, out.parent.parent) for p in files.values()]
     else:
-        from .flatmap import flatten
+        from .pipeline import flatten
         from .raster import Rasterizer
 
         from .io import file_hemi

@@ -219,7 +219,7 @@ def cmd_flatten(args) -> int:
         values[name] = read_metric(path, hemi=hemi, n_vertices=mesh.n_vertices)
     if not values:
         values = {"x": mesh.vertices[:, 0], "y": mesh.vertices[:, 1], "z": mesh.vertices[:, 2]}
-    from .flatmap import flatten
+    from .pipeline import flatten
 
     t0 = time.perf_counter()
     fm = flatten(mesh, keep, method=args.method)
@@ -315,7 +315,7 @@ def cmd_demo(args) -> int:
 
     from .batch import write_json_atomic, write_npz_atomic
     from .distortion import distortion
-    from .flatmap import flatten
+    from .pipeline import flatten
     from .mesh import cut
     from .plotting import plot_distortion_histograms, plot_flatmap, plot_images, save_figure
     from .raster import Rasterizer
@@ -377,7 +377,7 @@ def _warm_up() -> float:
     """
     import numpy as np
 
-    from .flatmap import flatten
+    from .pipeline import flatten
     from .mesh import Mesh
     from .raster import Rasterizer
 

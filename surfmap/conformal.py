@@ -20,6 +20,7 @@ import contextlib
 import functools
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -606,6 +607,27 @@ def _split_degenerate_boundary(tri, u, Theta, max_flips):
     return u, Theta, flips
 
 
+@dataclass(frozen=True, eq=False)
+class NewtonResult:
+    """What the Newton stage of the Ricci flow leaves for the layout.
+
+    ``u`` (n,) the log conformal factors; ``g`` (n,) the curvature residual ``Theta - angle_sum``; ``Theta`` (n,)
+    the target angle sums (the corner switch may have changed them, boundary splits lengthen them);
+    ``iterations``; ``start_flips`` (Delaunay flips before the first step) and ``flow_flips`` (during the flow);
+    ``switched_at`` the iteration where the corners were re-chosen (None if never); ``history`` per-iteration
+    records.
+    """
+
+    u: np.ndarray
+    g: np.ndarray
+    Theta: np.ndarray
+    iterations: int
+    start_flips: int
+    flow_flips: int
+    switched_at: int | None
+    history: list
+
+
 def _newton(
     tri, Theta, tol, max_iter, timings, switch=None, switch_tol=None, solver=None, pattern=None, points=None,
 ):
@@ -755,11 +777,44 @@ def _newton(
     timings["hessian_pattern"] = t_pattern
     timings["factorisations"] = n_factor
     timings["pcg_iterations"] = n_pcg
-    return u, g, Theta, it, (flips, total_flips - flips), switched_at, history
+    return NewtonResult(u=u, g=g, Theta=Theta, iterations=it, start_flips=flips, flow_flips=total_flips - flips,
+                        switched_at=switched_at, history=history)
 
 
 # ---------------------------------------------------------------------------------------------
 # public
+
+
+class _CornerChooser:
+    """Re-chooses the provisional corners once, on the nearly flat metric (called by :func:`_newton` with ``u``).
+
+    Measures the modulus of the quadrilateral ``loop[p]`` under the current metric; when it is off 1 by more than
+    ``_MODULUS_TOL`` (log), moves c1 and c3 to the modulus-1 positions. Writes the new corners into ``corners``
+    (in place: the caller's array), records ``modulus_at_check`` (and the new ``predicted_modulus``,
+    ``arc_fractions``) in ``info`` and the time in ``timings["corner_check"]``. Returns the new target angle sums
+    of the ``n`` original vertices, or None when the corners stay.
+    """
+
+    def __init__(self, tri, n, loop, seg, i0, i2, p, corners, info, timings):
+        self.tri, self.n, self.loop, self.seg, self.i0, self.i2, self.p = tri, n, loop, seg, i0, i2, p
+        self.corners, self.info, self.timings = corners, info, timings
+
+    def __call__(self, u):
+        loop, i0, i2 = self.loop, self.i0, self.i2
+        t_sw = time.perf_counter()
+        blen = _boundary_lengths(self.tri, u, len(loop))
+        alpha, mod0 = _rectangle_to_circle(blen, self.p)
+        self.info["modulus_at_check"] = float(mod0)
+        self.timings["corner_check"] = time.perf_counter() - t_sw
+        if abs(np.log(mod0)) <= _MODULUS_TOL:
+            return None
+        c1, c3, M, t1, t3 = _modulus_one_corners(alpha, self.seg, i0, i2, loop)
+        new = loop[[i0, c1, i2, c3]].astype(np.int64)
+        if (new == self.corners).all():
+            return None
+        self.info.update(predicted_modulus=M, arc_fractions=[t1, t3])
+        self.corners[:] = new
+        return _targets(self.n, loop, self.corners)
 
 
 @_one_blas_thread
@@ -921,28 +976,17 @@ def conformal_map(
         }
         timings["corners"] = time.perf_counter() - t_c
 
-        def switch(u):
-            t_sw = time.perf_counter()
-            blen = _boundary_lengths(tri, u, len(loop))
-            alpha, mod0 = _rectangle_to_circle(blen, p)
-            corner_info["modulus_at_check"] = float(mod0)
-            timings["corner_check"] = time.perf_counter() - t_sw
-            if abs(np.log(mod0)) <= _MODULUS_TOL:
-                return None
-            c1, c3, M, t1, t3 = _modulus_one_corners(alpha, seg, i0, i2, loop)
-            new = loop[[i0, c1, i2, c3]].astype(np.int64)
-            if (new == corners).all():
-                return None
-            corner_info.update(predicted_modulus=M, arc_fractions=[t1, t3])
-            corners[:] = new
-            return _targets(n, loop, corners)
+        switch = _CornerChooser(tri, n, loop, seg, i0, i2, p, corners, corner_info, timings)
 
     Theta = np.concatenate([_targets(n, loop, corners), np.full(nt - n, np.pi)])
     t0 = time.perf_counter()
-    u, g, Theta, iterations, (start_flips, flow_flips), switched_at, history = _newton(
+    newton = _newton(
         tri, Theta, tol, int(max_iter), timings, switch=switch, solver=solver0, pattern=pattern0,
         points=points,
     )
+    u, g, Theta, iterations = newton.u, newton.g, newton.Theta, newton.iterations
+    start_flips, flow_flips, switched_at, history = (newton.start_flips, newton.flow_flips, newton.switched_at,
+                                                     newton.history)
     corner_info["switched_at_iteration"] = switched_at
     timings["newton"] = time.perf_counter() - t0
     F, twin, lam, nt = tri.F, tri.twin, tri.lam, tri.n

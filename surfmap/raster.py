@@ -489,7 +489,7 @@ class Rasterizer:
         key = ("template", name, hemi, method)
         fm = _MAPS.get(key)
         if fm is None:
-            from .flatmap import flatten
+            from .pipeline import flatten
             from .templates import load_template
 
             tpl = load_template(name, hemi)

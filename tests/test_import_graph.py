@@ -3,34 +3,15 @@ imports it back (tests/_import_graph.py reads the sources; nothing is imported).
 
 from pathlib import Path
 
-import pytest
-
 from _import_graph import cycles, import_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Cycles still present in modules being rewritten elsewhere; each test below flips to XPASS (a failure, strict)
-# when its cycle is gone: then delete its entry here.
-KNOWN_CYCLES = {
-    "flatmap-conformal-transport": ["surfmap.conformal", "surfmap.flatmap", "surfmap.transport"],
-    "surface-train-transfer": ["learn.surface.train", "learn.surface.transfer"],
-}
 
 
-@pytest.fixture(scope="module")
-def found():
-    return cycles(import_graph(ROOT, ["surfmap", "learn"]))
-
-
-def test_import_graph_has_no_new_cycle(found):
-    new = [c for c in found if not any(set(c) <= set(k) for k in KNOWN_CYCLES.values())]
-    assert new == [], f"import cycles: {new}; import the lower module from the higher one only"
-
-
-@pytest.mark.xfail(strict=True, reason="known import cycle, to be removed (issue 18, phase 2)")
-@pytest.mark.parametrize("name", sorted(KNOWN_CYCLES))
-def test_import_graph_known_cycle_is_gone(found, name):
-    assert not any(set(c) & set(KNOWN_CYCLES[name]) for c in found), f"{name} still imports in a cycle"
+def test_import_graph_has_no_cycle():
+    found = cycles(import_graph(ROOT, ["surfmap", "learn"]))
+    assert found == [], f"import cycles: {found}; import the lower module from the higher one only"
 
 
 def _write(root, files):

@@ -19,12 +19,16 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from learn import ConfigError
 from surfmap.exceptions import InputFileNotFoundError
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 __all__ = [
     "MODEL_NAMES",
@@ -35,6 +39,7 @@ __all__ = [
     "first_conv",
     "imagenet_weights_path",
     "load_state_dict_file",
+    "model_from_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -266,3 +271,34 @@ def _load_partial(model: nn.Module, state: dict, source: str) -> None:
         log.info("weights from %s: %d tensor(s) of another shape left as initialised: %s", source, len(skipped),
                  skipped[:4])
     model.load_state_dict(fitting, strict=False)
+
+
+def model_from_state(state: dict, model_cfg: ModelConfig, in_channels: int, *, reset_head: bool = True,
+                     seed: int = 0) -> nn.Module:
+    """A network of ``model_cfg.name`` holding ``state`` (a source model's weights), tensor for tensor.
+
+    Parameters
+    ----------
+    state : dict
+        ``state_dict`` of a model built with the same name and ``in_channels``.
+    reset_head : bool
+        Re-initialise the final linear layer (seeded) after loading.
+
+    Raises
+    ------
+    ConfigError
+        The state does not fit the architecture (names or shapes differ).
+    """
+    torch.manual_seed(seed)
+    model = build_model(model_cfg.name, weights=None, in_channels=in_channels, num_outputs=1,
+                        tiny_width=model_cfg.tiny_width, tiny_depth=model_cfg.tiny_depth)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"source weights do not fit a {model_cfg.name!r} network with {in_channels} input channel(s): {exc}"
+        ) from None
+    if reset_head:
+        head, _ = classifier_head(model)
+        head.reset_parameters()
+    return model

@@ -39,7 +39,7 @@ from surfmap._atomic import atomic_write_bytes
 
 from .config import CVConfig, ModelConfig, ScheduleConfig
 from .dataset import Normalizer, SurfaceImageDataset
-from .models import build_model
+from .models import build_model, model_from_state
 
 __all__ = [
     "CVConfig",
@@ -281,8 +281,6 @@ def cross_validate(dataset: SurfaceImageDataset, *, model_cfg: ModelConfig, sche
         def initial(state=state, n_in=n_in, fold_seed=fold_seed):
             if state is None:
                 return None
-            from .transfer import model_from_state
-
             return model_from_state(state, model_cfg, n_in, reset_head=reset_head, seed=fold_seed)
 
         unit(-1, len(train_idx), False)

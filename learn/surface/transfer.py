@@ -29,7 +29,7 @@ from learn import ConfigError, DataError
 from learn.checkpoint import save_checkpoint
 
 from .dataset import Normalizer, SurfaceImageDataset
-from .models import build_model, classifier_head
+from .models import model_from_state  # noqa: F401  (re-exported: it lives with the models since train uses it too)
 from .train import CVConfig, ModelConfig, ScheduleConfig, cross_validate, train_model
 
 __all__ = ["STRATEGIES", "model_from_state", "train_source_models", "two_stage_cross_validate"]
@@ -37,37 +37,6 @@ __all__ = ["STRATEGIES", "model_from_state", "train_source_models", "two_stage_c
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("two_stage", "imagenet", "scratch", "source_only")
-
-
-def model_from_state(state: dict, model_cfg: ModelConfig, in_channels: int, *, reset_head: bool = True,
-                     seed: int = 0) -> nn.Module:
-    """A network of ``model_cfg.name`` holding ``state`` (a source model's weights), tensor for tensor.
-
-    Parameters
-    ----------
-    state : dict
-        ``state_dict`` of a model built with the same name and ``in_channels``.
-    reset_head : bool
-        Re-initialise the final linear layer (seeded) after loading.
-
-    Raises
-    ------
-    ConfigError
-        The state does not fit the architecture (names or shapes differ).
-    """
-    torch.manual_seed(seed)
-    model = build_model(model_cfg.name, weights=None, in_channels=in_channels, num_outputs=1,
-                        tiny_width=model_cfg.tiny_width, tiny_depth=model_cfg.tiny_depth)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ConfigError(
-            f"source weights do not fit a {model_cfg.name!r} network with {in_channels} input channel(s): {exc}"
-        ) from None
-    if reset_head:
-        head, _ = classifier_head(model)
-        head.reset_parameters()
-    return model
 
 
 def train_source_models(source: SurfaceImageDataset, *, model_cfg: ModelConfig, schedule: ScheduleConfig,

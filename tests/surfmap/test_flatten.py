@@ -17,11 +17,12 @@ def capped_sphere():
 
 @pytest.fixture
 def harmonic_conformal(monkeypatch):
-    """Stand in the harmonic square map for the conformal stage, to test the pipeline alone."""
-    from surfmap import conformal
+    """Stand in the harmonic square map for the conformal stage, to test the pipeline alone (the pipeline
+    imports its stages at the top, so the stand-in goes where ``flatten`` looks the stage up)."""
+    from surfmap import pipeline
     from surfmap.transport import _harmonic_square_map
 
-    monkeypatch.setattr(conformal, "conformal_map", lambda mesh, **kw: _harmonic_square_map(mesh))
+    monkeypatch.setattr(pipeline, "conformal_map", lambda mesh, **kw: _harmonic_square_map(mesh))
 
 
 def check_flat(fm, mesh):
@@ -76,3 +77,11 @@ def test_flatten_bad_mask_raises():
     mesh, keep = capped_sphere()
     with pytest.raises(surfmap.MaskError, match="keep"):
         surfmap.flatten(mesh, keep[:-1])
+
+
+def test_flatten_old_import_path_warns_and_is_the_pipeline():
+    from surfmap.pipeline import flatten
+
+    with pytest.warns(DeprecationWarning, match="moved to surfmap.pipeline.flatten"):
+        from surfmap.flatmap import flatten as old
+    assert old is flatten is surfmap.flatten

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import surfmap
+import surfmap.pipeline
 from surfmap import batch, cli, raster
 from surfmap.exceptions import (BatchError, FormatError, MaskError, MeshError, MetricError, ParameterError,
                                 SurfmapError)
@@ -120,7 +121,7 @@ def test_template_map_is_never_replaced_under_finished_jobs(tmp_path, monkeypatc
     def no_flatten(*a, **k):
         raise AssertionError("the template must not be flattened again")
 
-    monkeypatch.setattr(surfmap.flatmap, "flatten", no_flatten)
+    monkeypatch.setattr(surfmap.pipeline, "flatten", no_flatten)
     with pytest.raises(BatchError, match=r"made with other settings \(method 'conformal' -> 'area'\).*another "
                                          r"output folder"):
         batch.prepare_template(out, "left", "fsaverage5", method="area")
@@ -327,7 +328,7 @@ def test_cut_messages_two_hemispheres_far_vertex_one_face():
 def test_cli_out_naming_a_file_fails_before_the_work(tmp_path, cohort, capsys, monkeypatch):
     src = cohort.freesurfer_dir(tmp_path / "subjects", n_subjects=1)
     (tmp_path / "taken").write_text("x")
-    monkeypatch.setattr(surfmap.flatmap, "flatten", lambda *a, **k: pytest.fail("flattened before checking -o"))
+    monkeypatch.setattr(surfmap.pipeline, "flatten", lambda *a, **k: pytest.fail("flattened before checking -o"))
     assert cli.main(["flatten", str(src / "sub-01" / "surf" / "lh.white"), "-o", str(tmp_path / "taken")]) == 1
     assert "-o/--out: " in capsys.readouterr().err
     assert cli.main(["batch", str(src), "-o", str(tmp_path / "taken"), "--no-progress"]) == 1
@@ -405,7 +406,7 @@ def test_caches_are_bounded(tmp_path, cohort, monkeypatch):
     V, F = cohort.sphere(seed=0)
     fm = surfmap.flatten(Mesh(V, F), cohort.cortex_of(V), method="conformal")
     monkeypatch.setattr(raster, "_MAPS", type(raster._MAPS)())
-    monkeypatch.setattr(surfmap.flatmap, "flatten", lambda *a, **k: fm)
+    monkeypatch.setattr(surfmap.pipeline, "flatten", lambda *a, **k: fm)
     monkeypatch.setattr(surfmap.templates, "load_template",
                         lambda name, hemi: type("T", (), {"mesh": None, "cortex": None}))
     for i in range(raster._MAPS_SIZE + 3):

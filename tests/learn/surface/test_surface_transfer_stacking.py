@@ -54,7 +54,7 @@ def test_two_stage_target_starts_from_source_weights(monkeypatch):
     target = SurfaceImageDataset.from_arrays(
         target.images, target.table.assign(subject=[f"t{i}" for i in range(len(target))]), target.channels)
     seen = []
-    import learn.surface.transfer as T
+    import learn.surface.train as T
 
     real = T.model_from_state
 
