@@ -12,7 +12,7 @@ import numpy as np
 
 from ._atomic import atomic_write
 from ._json import json_default
-from .exceptions import FormatError, InputFileNotFoundError, MeshError, MetricError, ParameterError
+from .exceptions import FormatError, InputFileNotFoundError, MeshError, MetricError
 
 __all__ = ["FlatMap"]
 

@@ -22,8 +22,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
 from learn import ConfigError, DataError
 from learn.checkpoint import save_checkpoint
