@@ -61,7 +61,9 @@ def _one_blas_thread(fn):
 
 
 _DELAUNAY_TOL = 1e-10  # an edge flips when 2 cos(a) + 2 cos(b) < -tol (cocircular edges stay)
-_MAX_SCALE_RATIO = 1e12  # square side / smallest flat edge: beyond this float64 layouts collapse
+# square side / smallest flat edge: beyond this float64 layouts collapse (positions in one unit square carry
+# ~1e-16 absolute precision; at 1e12 the sweep refused a bijective fsaverage5 patch with thin necks, at 1e14 it maps)
+_MAX_SCALE_RATIO = 1e14
 _ELONGATED_HINT = (
     "the mesh is too elongated, or has too long and thin protrusions, for a conformal map onto a square "
     "with these corners (a strip of length L and width w shrinks by exp(-pi L / w) along it). Pass "
