@@ -384,11 +384,17 @@ def euler_characteristic(F) -> int:
     return int(np.count_nonzero(np.bincount(F.ravel())) - n_edges + len(F))
 
 
+def boundary_half_edge_mask(F: np.ndarray) -> np.ndarray:
+    """(3m,) bool: half-edge ``h`` (``F.ravel()[h] -> F[:, [1, 2, 0]].ravel()[h]``, of face ``h // 3``) has
+    no twin (the reverse half-edge is in no face), i.e. it lies on the boundary."""
+    a, b = _half_edges(F)
+    return _km.reverse_missing(a, b, int(np.max(F, initial=-1)) + 1)
+
+
 def _boundary_half_edges(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Half-edges (a -> b) whose twin (b -> a) is absent."""
     a, b = _half_edges(F)
-    n = int(F.max()) + 1
-    is_bnd = _km.reverse_missing(a, b, n)
+    is_bnd = boundary_half_edge_mask(F)
     return a[is_bnd], b[is_bnd]
 
 

@@ -118,15 +118,14 @@ def check_image_size(size: int) -> int:
     return size
 
 
-def _boundary_half_edges(F: np.ndarray, k: int):
+def _boundary_half_edges(F: np.ndarray):
     """Half-edges (a, b) whose reverse is in no face, with their face and the face's third vertex."""
-    a = F.ravel()
-    b = F[:, [1, 2, 0]].ravel()
-    c = F[:, [2, 0, 1]].ravel()
+    from .mesh import boundary_half_edge_mask
+
+    F = np.asarray(F, dtype=np.int64)
+    on_boundary = boundary_half_edge_mask(F)
+    a, b, c = F.ravel(), F[:, [1, 2, 0]].ravel(), F[:, [2, 0, 1]].ravel()
     face = np.repeat(np.arange(len(F), dtype=np.int64), 3)
-    key = a * k + b
-    rev = b * k + a
-    on_boundary = ~np.isin(rev, key)
     return a[on_boundary], b[on_boundary], c[on_boundary], face[on_boundary]
 
 
@@ -210,7 +209,7 @@ class Rasterizer:
         self.n_outside = len(missing)
         self.max_outside_distance = 0.0
         if len(missing):
-            ea, eb, _, ef = _boundary_half_edges(fm.faces, fm.n_vertices)
+            ea, eb, _, ef = _boundary_half_edges(fm.faces)
             if len(ea) == 0:
                 raise MeshError("fm: the flat map has no boundary edge; it is not a disk")
             best_edge = np.zeros(len(missing), dtype=np.int64)
