@@ -172,11 +172,13 @@ class FlatMap:
         if self.n_inserted == 0:
             return self.vertex_map[self.faces]
         # flat index of each inserted vertex's two ends (original vertices are in vertex_map)
-        pos = {int(v): i for i, v in enumerate(self.vertex_map)}
-        try:
-            ends = np.array([[pos[int(a)], pos[int(b)]] for a, b in self.inserted], dtype=np.int64).reshape(-1, 2)
-        except KeyError as err:
-            raise MeshError(f"FlatMap.inserted: vertex {err} is not a vertex of the flat map") from None
+        ins = np.asarray(self.inserted, dtype=np.int64)
+        pos = np.full(max(int(self.vertex_map.max()), int(ins.max())) + 1, -1, dtype=np.int64)
+        pos[self.vertex_map] = np.arange(len(self.vertex_map))
+        ends = pos[ins]
+        if (ends < 0).any():
+            missing = int(ins[ends < 0][0])
+            raise MeshError(f"FlatMap.inserted: vertex {missing} is not a vertex of the flat map")
         return self.vertex_map[unsplit_faces(self.faces, ends)]
 
     def signed_areas(self) -> np.ndarray:

@@ -8,6 +8,7 @@ them exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 
@@ -225,3 +226,12 @@ def test_templates_have_no_chords(name):
     disk = cut(tpl.mesh, tpl.cortex)
     assert disk.n_inserted == 0 and not any("chord" in r for r in disk.repairs)
     np.testing.assert_array_equal(disk.mesh.vertices, tpl.mesh.vertices[disk.vertex_map])
+
+
+def test_original_faces_refuses_an_insert_between_unmapped_vertices(bump_map):
+    fm = bump_map
+    assert fm.n_inserted > 0
+    outside = int(fm.vertex_map.max()) + 5  # an original vertex the flat map does not hold
+    bad = dataclasses.replace(fm, inserted=np.c_[np.full(fm.n_inserted, outside), fm.inserted[:, 1]])
+    with pytest.raises(MeshError, match=rf"FlatMap.inserted: vertex {outside} is not a vertex of the flat map"):
+        bad.original_faces()
