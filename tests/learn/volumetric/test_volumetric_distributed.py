@@ -42,6 +42,8 @@ def _worker(rank, world, init_file, out_file):
         padded = evaluate(model, torch.utils.data.DataLoader(_Indexed(), batch_size=2, sampler=sampler), "cpu")
         if rank == 0:
             np.savez(out_file, ids=ev["ids"], scores=ev["scores"], loss=ev["loss"], padded_ids=padded["ids"])
+        dist.barrier()  # both ranks done with every collective before the group goes: a rank that tears gloo
+        # down while the other still talks to it aborts ("terminate called without an active exception")
     finally:
         dist.destroy_process_group()
 
